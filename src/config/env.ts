@@ -1,0 +1,166 @@
+import { z } from "zod";
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const bool = (def: boolean) =>
+  z
+    .enum(["true", "false", "1", "0"])
+    .default(def ? "true" : "false")
+    .transform((v) => v === "true" || v === "1");
+
+/** Identifier-safe name used to derive NATS stream, subject, consumer and KV names. */
+const natsPrefix = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,31}$/, "must match ^[a-z][a-z0-9_]{0,31}$")
+  .default("tally");
+
+/** ClickHouse database name; validated strictly because identifiers cannot be escaped as values. */
+const dbName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+  .default("tally");
+
+/**
+ * Every environment variable Tally reads, with a default for each tunable.
+ * Parsed once in the CLI entry point ({@link loadConfig}); everything below receives the typed object.
+ */
+export const envSchema = z.object({
+  TALLY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  TALLY_HTTP_HOST: z.string().default("0.0.0.0"),
+  TALLY_HTTP_PORT: int(8787, 0).pipe(z.number().max(65535)),
+  TALLY_DATA_DIR: z.string().default(".tally"),
+  TALLY_DEV_KEY: z.string().min(16, "must be at least 16 characters").default("tally_dev_admin_key_change_me"),
+
+  TALLY_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  TALLY_NATS_PREFIX: natsPrefix,
+  /** Number of bus partitions. Fixed for the life of a stream: event ids are hashed onto partitions. */
+  TALLY_PARTITIONS: int(4, 1).pipe(z.number().max(64)),
+  TALLY_STREAM_REPLICAS: int(1, 1).pipe(z.number().max(5)),
+  TALLY_STREAM_MAX_BYTES: int(10 * 1024 ** 3, 1024 * 1024),
+
+  TALLY_CLICKHOUSE_URL: z.url().default("http://127.0.0.1:8123"),
+  TALLY_CLICKHOUSE_USER: z.string().default("default"),
+  TALLY_CLICKHOUSE_PASSWORD: z.string().default(""),
+  TALLY_CLICKHOUSE_DATABASE: dbName,
+  TALLY_CLICKHOUSE_TIMEOUT_MS: int(30_000, 100),
+
+  /** Oldest accepted event time, in days before now. Also the minimum dedup horizon. */
+  TALLY_BACKFILL_DAYS: int(35, 1).pipe(z.number().max(3650)),
+  /** How long event ids are remembered for dedup; never less than the backfill horizon. */
+  TALLY_DEDUP_RETENTION_DAYS: int(40, 35),
+  TALLY_MAX_BODY_BYTES: int(5 * 1024 * 1024, 1024),
+  TALLY_MAX_EVENTS_PER_REQUEST: int(10_000, 1),
+
+  /** Group commit: flush a partition's pending events once this many bytes are queued. */
+  TALLY_PUBLISH_MAX_BYTES: int(512 * 1024, 1024).pipe(z.number().max(8 * 1024 * 1024)),
+  /** Group commit: at most this many JetStream publishes in flight per partition. */
+  TALLY_PUBLISH_MAX_INFLIGHT: int(4, 1),
+  TALLY_PUBLISH_TIMEOUT_MS: int(10_000, 100),
+  /** Edge backpressure: requests wait once this many bytes are queued for publish. */
+  TALLY_EDGE_MAX_PENDING_BYTES: int(64 * 1024 * 1024, 1024 * 1024),
+
+  TALLY_SINK_BATCH_ROWS: int(20_000, 1),
+  TALLY_SINK_LINGER_MS: int(200, 1),
+  TALLY_SINK_MAX_INFLIGHT: int(4, 1),
+  TALLY_SINK_ACK_WAIT_MS: int(30_000, 1000),
+  TALLY_SINK_FETCH_MESSAGES: int(64, 1),
+  TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
+  TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
+
+  TALLY_DEV_MODE: bool(false),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+/** Parsed configuration, grouped by concern. */
+export interface Config {
+  logLevel: Env["TALLY_LOG_LEVEL"];
+  http: { host: string; port: number };
+  dataDir: string;
+  devKey: string;
+  devMode: boolean;
+  nats: {
+    url: string;
+    prefix: string;
+    partitions: number;
+    replicas: number;
+    streamMaxBytes: number;
+  };
+  clickhouse: { url: string; user: string; password: string; database: string; timeoutMs: number };
+  limits: {
+    backfillDays: number;
+    dedupRetentionDays: number;
+    maxBodyBytes: number;
+    maxEventsPerRequest: number;
+  };
+  publish: { maxBytes: number; maxInflight: number; timeoutMs: number; maxPendingBytes: number };
+  sink: {
+    batchRows: number;
+    lingerMs: number;
+    maxInflight: number;
+    ackWaitMs: number;
+    fetchMessages: number;
+    metricsPort: number;
+    metricsHost: string;
+  };
+}
+
+/** Thrown by {@link loadConfig} with one line per bad variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parses the environment once, failing with every bad key listed. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+  const result = envSchema.safeParse(source);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  return toConfig(result.data);
+}
+
+/** Builds a Config from already-typed values; tests use this with overrides. */
+export function toConfig(e: Env): Config {
+  return {
+    logLevel: e.TALLY_LOG_LEVEL,
+    http: { host: e.TALLY_HTTP_HOST, port: e.TALLY_HTTP_PORT },
+    dataDir: e.TALLY_DATA_DIR,
+    devKey: e.TALLY_DEV_KEY,
+    devMode: e.TALLY_DEV_MODE,
+    nats: {
+      url: e.TALLY_NATS_URL,
+      prefix: e.TALLY_NATS_PREFIX,
+      partitions: e.TALLY_PARTITIONS,
+      replicas: e.TALLY_STREAM_REPLICAS,
+      streamMaxBytes: e.TALLY_STREAM_MAX_BYTES,
+    },
+    clickhouse: {
+      url: e.TALLY_CLICKHOUSE_URL,
+      user: e.TALLY_CLICKHOUSE_USER,
+      password: e.TALLY_CLICKHOUSE_PASSWORD,
+      database: e.TALLY_CLICKHOUSE_DATABASE,
+      timeoutMs: e.TALLY_CLICKHOUSE_TIMEOUT_MS,
+    },
+    limits: {
+      backfillDays: e.TALLY_BACKFILL_DAYS,
+      dedupRetentionDays: Math.max(e.TALLY_DEDUP_RETENTION_DAYS, e.TALLY_BACKFILL_DAYS),
+      maxBodyBytes: e.TALLY_MAX_BODY_BYTES,
+      maxEventsPerRequest: e.TALLY_MAX_EVENTS_PER_REQUEST,
+    },
+    publish: {
+      maxBytes: e.TALLY_PUBLISH_MAX_BYTES,
+      maxInflight: e.TALLY_PUBLISH_MAX_INFLIGHT,
+      timeoutMs: e.TALLY_PUBLISH_TIMEOUT_MS,
+      maxPendingBytes: e.TALLY_EDGE_MAX_PENDING_BYTES,
+    },
+    sink: {
+      batchRows: e.TALLY_SINK_BATCH_ROWS,
+      lingerMs: e.TALLY_SINK_LINGER_MS,
+      maxInflight: e.TALLY_SINK_MAX_INFLIGHT,
+      ackWaitMs: e.TALLY_SINK_ACK_WAIT_MS,
+      fetchMessages: e.TALLY_SINK_FETCH_MESSAGES,
+      metricsPort: e.TALLY_SINK_METRICS_PORT,
+      metricsHost: e.TALLY_SINK_METRICS_HOST,
+    },
+  };
+}
