@@ -119,13 +119,30 @@ export function divRound(numerator: Decimal, denominator: Decimal, rounding: Int
   }
 }
 
-/** Rounds an exact decimal to an integer, half away from zero. */
-export function roundHalfUp(d: Decimal): Decimal {
-  return d.round(0, Big.roundHalfUp);
+/*
+ * The three predicates below read big.js's normalized representation (coefficient digits `c`,
+ * exponent `e`, sign `s`; zero is c = [0]) instead of comparing with a constant, which would
+ * allocate a copy of the constant on every call — it matters on the rating hot path.
+ */
+
+/** True for an integer value. */
+export function isInteger(d: Decimal): boolean {
+  return d.c.length <= d.e + 1;
 }
 
-export function isInteger(d: Decimal): boolean {
-  return d.eq(d.round(0, Big.roundDown));
+/** True for zero (either sign). */
+export function isZero(d: Decimal): boolean {
+  return d.c[0] === 0;
+}
+
+/** True for a value below zero. */
+export function isNegative(d: Decimal): boolean {
+  return d.s < 0 && d.c[0] !== 0;
+}
+
+/** Rounds an exact decimal to an integer, half away from zero (integers are returned as they are). */
+export function roundHalfUp(d: Decimal): Decimal {
+  return isInteger(d) ? d : d.round(0, Big.roundHalfUp);
 }
 
 export function min(a: Decimal, b: Decimal): Decimal {

@@ -1,5 +1,5 @@
 export { rate } from "./rate.js";
-export { resolvePeriod } from "./period.js";
+export { BillingPeriod, billingPeriod, resolvePeriod } from "./period.js";
 export type { PlanLike, RatingInput, SubscriptionChange, UsageInput } from "./rate.js";
 export { CompiledPlan, compilePlan } from "./pricing.js";
 export {

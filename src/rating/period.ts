@@ -3,6 +3,68 @@ import type { Timestamp } from "./calendar.js";
 import { RatingInputError } from "./errors.js";
 import type { RatingIssue } from "./errors.js";
 import type { Interval } from "./plan-schema.js";
+import type { LinePeriod } from "./types.js";
+
+/**
+ * A billing period `[start, end)`, parsed and validated once. Rating accepts `{ start, end }`
+ * timestamps or this; pass a BillingPeriod when rating many subscriptions over the same period
+ * (the close job, the bench) so the timestamps are not parsed again for each one.
+ */
+export class BillingPeriod {
+  /** Canonical ISO 8601 UTC, e.g. `2026-11-01T00:00:00.000Z`. */
+  readonly start: string;
+  readonly end: string;
+  /** Epoch milliseconds. */
+  readonly startMs: number;
+  readonly endMs: number;
+  /** The frozen `{ start, end }` every full-period line shares. */
+  readonly line: LinePeriod;
+  readonly #steps = new Map<string, number>();
+
+  /** @internal use {@link billingPeriod} or {@link resolvePeriod}. */
+  constructor(startMs: number, endMs: number) {
+    this.startMs = startMs;
+    this.endMs = endMs;
+    this.start = toIso(startMs);
+    this.end = toIso(endMs);
+    this.line = Object.freeze({ start: this.start, end: this.end });
+  }
+
+  /** `start` plus `count` intervals (memoized per interval: many plans share one period). */
+  stepFromStart(interval: Interval, count: number): number {
+    const key = `${interval}:${count}`;
+    let ms = this.#steps.get(key);
+    if (ms === undefined) {
+      ms = addIntervals(this.startMs, interval, count);
+      this.#steps.set(key, ms);
+    }
+    return ms;
+  }
+}
+
+const TIMESTAMP_MESSAGE = "must be an ISO 8601 timestamp with a time zone, e.g. 2026-11-01T00:00:00Z";
+
+/**
+ * Parses a billing period once.
+ * @throws RatingInputError (paths `period.start`, `period.end`) for a bad timestamp or `end <= start`.
+ * @example
+ * ```ts
+ * const period = billingPeriod("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
+ * const invoices = customers.map((c) => rate({ plan, period, usage: c.usage }));
+ * ```
+ */
+export function billingPeriod(start: Timestamp, end: Timestamp): BillingPeriod {
+  const issues: RatingIssue[] = [];
+  const startMs = toEpochMs(start);
+  const endMs = toEpochMs(end);
+  if (startMs === undefined) issues.push({ path: "period.start", message: TIMESTAMP_MESSAGE });
+  if (endMs === undefined) issues.push({ path: "period.end", message: TIMESTAMP_MESSAGE });
+  if (startMs !== undefined && endMs !== undefined && endMs <= startMs) {
+    issues.push({ path: "period.end", message: "must be after period.start" });
+  }
+  if (issues.length > 0) throw new RatingInputError(issues);
+  return new BillingPeriod(startMs!, endMs!);
+}
 
 /** The interval of a plan: validated (`Plan`) or compiled (`CompiledPlan`). */
 interface HasInterval {
@@ -37,13 +99,13 @@ function unitStart(ms: number, interval: Interval): number {
  * @example
  * ```ts
  * resolvePeriod(plan, { now: new Date() });                     // this month, for a monthly plan
- * resolvePeriod(plan, { start: "2026-11-01T00:00:00Z", now });  // { start: "2026-11-01T00:00:00.000Z", end: "2026-12-01T00:00:00.000Z" }
+ * resolvePeriod(plan, { start: "2026-11-01T00:00:00Z", now });  // 2026-11-01T00:00:00.000Z – 2026-12-01T00:00:00.000Z
  * ```
  */
 export function resolvePeriod(
   plan: HasInterval,
   bounds: { readonly start?: Timestamp; readonly end?: Timestamp; readonly now: Timestamp },
-): { start: string; end: string } {
+): BillingPeriod {
   const count = plan.intervalCount ?? Number(plan.interval_count ?? "1");
   const issues: RatingIssue[] = [];
   const parse = (value: Timestamp | undefined, path: string): number | undefined => {
@@ -64,5 +126,7 @@ export function resolvePeriod(
   if (start === undefined && end === undefined) start = unitStart(now!, plan.interval);
   if (start !== undefined && end === undefined) end = addIntervals(start, plan.interval, count);
   if (start === undefined && end !== undefined) start = addIntervals(end, plan.interval, -count);
-  return { start: toIso(start!), end: toIso(end!) };
+  if (end! <= start!)
+    throw new RatingInputError([{ path: "period.end", message: "must be after period.start" }]);
+  return new BillingPeriod(start!, end!);
 }

@@ -1,6 +1,6 @@
 import { currencyOf } from "./currency.js";
 import type { Currency } from "./currency.js";
-import { dec, divRound, fmt, ZERO } from "./decimal.js";
+import { dec, divRound, fmt, isZero, ZERO } from "./decimal.js";
 import type { Decimal } from "./decimal.js";
 import { validatePlan } from "./parse.js";
 import type { Discount, Interval, Plan, PlanInput, Price, Tier } from "./plan-schema.js";
@@ -217,7 +217,12 @@ function tierFor(tiers: readonly CompiledTier[], quantity: Decimal): CompiledTie
  * - volume: all units at the rate of the tier the total falls in, plus that tier's flat amount.
  * The result is exact; rounding to minor units happens once per line, in the caller.
  */
-export function priceQuantity(price: CompiledPrice, quantity: Decimal): PricedQuantity {
+export function priceQuantity(
+  price: CompiledPrice,
+  quantity: Decimal,
+  /** `fmt(quantity)`, when the caller already has it (saves formatting it again). */
+  quantityText?: string,
+): PricedQuantity {
   switch (price.scheme) {
     case "per_unit": {
       if (price.transform === null) return { amount: quantity.times(price.unit) };
@@ -226,8 +231,9 @@ export function priceQuantity(price: CompiledPrice, quantity: Decimal): PricedQu
     }
     case "graduated": {
       const tier = tierFor(price.tiers, quantity);
-      const inTier = quantity.minus(tier.from);
-      const partAmount = inTier.times(tier.unit).plus(tier.flat);
+      const inTier = isZero(tier.from) ? quantity : quantity.minus(tier.from);
+      const units = inTier.times(tier.unit);
+      const partAmount = isZero(tier.flat) ? units : units.plus(tier.flat);
       const breakdown: TierBreakdown[] = [];
       for (const t of price.tiers) {
         if (t === tier) break;
@@ -237,21 +243,22 @@ export function priceQuantity(price: CompiledPrice, quantity: Decimal): PricedQu
         tier: tier.number,
         from: tier.fromStr,
         up_to: tier.upToStr,
-        quantity: fmt(inTier),
+        quantity: inTier === quantity && quantityText !== undefined ? quantityText : fmt(inTier),
         unit_amount_decimal: tier.unitStr,
         flat_amount_decimal: tier.flatStr,
         amount_decimal: fmt(partAmount),
       });
-      return { amount: tier.before.plus(partAmount), tiers: breakdown };
+      return { amount: isZero(tier.before) ? partAmount : tier.before.plus(partAmount), tiers: breakdown };
     }
     case "volume": {
       const tier = tierFor(price.tiers, quantity);
-      const amount = quantity.times(tier.unit).plus(tier.flat);
+      const units = quantity.times(tier.unit);
+      const amount = isZero(tier.flat) ? units : units.plus(tier.flat);
       const row: TierBreakdown = {
         tier: tier.number,
         from: tier.fromStr,
         up_to: tier.upToStr,
-        quantity: fmt(quantity),
+        quantity: quantityText ?? fmt(quantity),
         unit_amount_decimal: tier.unitStr,
         flat_amount_decimal: tier.flatStr,
         amount_decimal: fmt(amount),

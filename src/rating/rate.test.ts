@@ -511,6 +511,16 @@ describe("input errors name the field", () => {
     ]);
   });
 
+  it("refuses a period that is not one billing interval long", () => {
+    expect(
+      issuesOf(() =>
+        rate({ plan: team, period: { start: NOV.start, end: "2027-01-01T00:00:00Z" }, seats: 1 }),
+      ),
+    ).toEqual([
+      "period.end: must be one billing interval (1 month) after period.start, about 2026-12-01T00:00:00.000Z; fees are charged per billing period",
+    ]);
+  });
+
   it("reports plan problems under plan.", () => {
     expect(
       issuesOf(() =>

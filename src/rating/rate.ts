@@ -1,4 +1,5 @@
 import { addIntervals, addMonths, toEpochMs, toIso } from "./calendar.js";
+import { BillingPeriod, billingPeriod } from "./period.js";
 import type { Timestamp } from "./calendar.js";
 import {
   decFromInt,
@@ -6,6 +7,7 @@ import {
   fmt,
   HUNDRED,
   isInteger,
+  isNegative,
   max,
   min,
   msToSeconds,
@@ -43,7 +45,7 @@ export type SubscriptionChange =
 /** Everything rating needs: no clock, no I/O — the same input always gives the same invoice. */
 export interface RatingInput {
   /** The billing period `[start, end)`: one interval of the plan. */
-  readonly period: { readonly start: Timestamp; readonly end: Timestamp };
+  readonly period: { readonly start: Timestamp; readonly end: Timestamp } | BillingPeriod;
   /** The plan in effect at the start of the period (or at `subscriptionStart` if later). */
   readonly plan: PlanLike;
   /** Usage measured while `plan` was in effect. Meters not listed count as 0. */
@@ -74,8 +76,7 @@ interface SeatStep {
 }
 
 interface Prepared {
-  readonly start: number;
-  readonly end: number;
+  readonly period: BillingPeriod;
   readonly anchor: number | null;
   readonly phases: Phase[];
   readonly seats: SeatStep[];
@@ -105,7 +106,7 @@ function compileAt(plan: PlanLike, path: string, issues: RatingIssue[]): Compile
 
 function parseSeats(value: DecimalSource, path: string, issues: RatingIssue[]): Decimal | null {
   const d = toDecimal(value);
-  if (d === undefined || d.lt(ZERO) || !isInteger(d)) {
+  if (d === undefined || isNegative(d) || !isInteger(d)) {
     issues.push({ path, message: "must be a non-negative integer seat count" });
     return null;
   }
@@ -136,7 +137,7 @@ function parseUsage(
     }
     const raw = usage[meter];
     const value = toDecimal(raw);
-    if (value === undefined || value.lt(ZERO)) {
+    if (value === undefined || isNegative(value)) {
       issues.push({
         path: joinPath(path, formatPath([meter])),
         message: 'must be a non-negative decimal (a string like "12.5" or an integer)',
@@ -151,16 +152,33 @@ function parseUsage(
 /** Validates the input and lays out the plan phases and seat steps; throws on any issue. */
 function prepare(input: RatingInput): Prepared {
   const issues: RatingIssue[] = [];
-  const start = parseTime(input.period.start, "period.start", issues);
-  const end = parseTime(input.period.end, "period.end", issues);
-  if (start !== undefined && end !== undefined && end <= start) {
-    issues.push({ path: "period.end", message: "must be after period.start" });
+  let period: BillingPeriod | undefined;
+  if (input.period instanceof BillingPeriod) {
+    period = input.period;
+  } else {
+    try {
+      period = billingPeriod(input.period.start, input.period.end);
+    } catch (err) {
+      if (!(err instanceof RatingInputError)) throw err;
+      issues.push(...err.issues);
+    }
   }
   const first = compileAt(input.plan, "plan", issues);
   const subStart = parseTime(input.subscriptionStart, "subscriptionStart", issues);
   const subEnd = parseTime(input.subscriptionEnd, "subscriptionEnd", issues);
-  if (start === undefined || end === undefined || end <= start || first === undefined) {
-    throw new RatingInputError(issues);
+  if (period === undefined || first === undefined) throw new RatingInputError(issues);
+  const start = period.startMs;
+  const end = period.endMs;
+  // Flat and seat fees are per billing period, so a period of the wrong length would bill them wrongly
+  // without any error. Month and year lengths vary with the anchor day (Jan 31 → Feb 28 → Mar 31), so
+  // allow the few days of clamping; days and weeks are exact.
+  const expectedEnd = period.stepFromStart(first.interval, first.intervalCount);
+  const slack = first.interval === "month" || first.interval === "year" ? 3 * 86_400_000 : 0;
+  if (Math.abs(end - expectedEnd) > slack) {
+    issues.push({
+      path: "period.end",
+      message: `must be one billing interval (${first.intervalCount} ${first.interval}) after period.start, about ${toIso(expectedEnd)}; fees are charged per billing period`,
+    });
   }
   let from = start;
   let to = end;
@@ -268,7 +286,7 @@ function prepare(input: RatingInput): Prepared {
     }
   });
   if (issues.length > 0) throw new RatingInputError(dedupe(issues));
-  return { start, end, anchor, phases, seats };
+  return { period, anchor, phases, seats };
 }
 
 function dedupe(issues: RatingIssue[]): RatingIssue[] {
@@ -335,15 +353,6 @@ class Lines {
   }
 }
 
-/** Canonical ISO text of a validated timestamp; the common `…:ssZ` / `…:ss.mmmZ` forms skip Date. */
-function isoOf(value: Timestamp, ms: number): string {
-  if (typeof value === "string" && value.endsWith("Z") && value[10] === "T") {
-    if (value.length === 24 && value[19] === ".") return value;
-    if (value.length === 20) return `${value.slice(0, 19)}.000Z`;
-  }
-  return toIso(ms);
-}
-
 /**
  * Rates one billing period of one subscription: usage and a plan in, invoice line items out.
  * Pure: no I/O, no clock, no global state — the close job, the live invoice preview and the CLI
@@ -367,13 +376,12 @@ function isoOf(value: Timestamp, ms: number): string {
  * ```
  */
 export function rate(input: RatingInput): RatedInvoice {
-  const { start, end, anchor, phases, seats } = prepare(input);
+  const { period, anchor, phases, seats } = prepare(input);
+  const start = period.startMs;
+  const end = period.endMs;
   const periodMs = end - start;
   const periodDec = decFromInt(periodMs);
-  const fullPeriod: LinePeriod = Object.freeze({
-    start: isoOf(input.period.start, start),
-    end: isoOf(input.period.end, end),
-  });
+  const fullPeriod = period.line;
   const ctx: RateContext = { start, end, anchor, periodMs, periodDec, fullPeriod };
 
   const lines = new Lines();
@@ -588,7 +596,7 @@ function usageLine(
       billableText = fmt(billable);
     }
   }
-  const priced = priceQuantity(price, billable);
+  const priced = priceQuantity(price, billable, billableText);
   const line: MutableLine = {
     kind: "usage",
     plan: plan.key,
