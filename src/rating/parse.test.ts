@@ -154,7 +154,7 @@ plans:
       'plans[0].currency: unknown ISO 4217 currency code "usx"',
       "plans[0].interval: must be one of day, week, month, year",
       'plans[0].prices[0].unit_amount: must be a non-negative integer, got "-5"',
-      'plans[0].prices[1].unit_amount: must be a non-negative integer, got "1.5"',
+      'plans[0].prices[1].unit_amount: must be a non-negative integer, got "1.5" (for fractions of a minor unit use the _decimal field, e.g. unit_amount_decimal)',
       'plans[0].discounts[0].percent_off: must be at most 100, got "120"',
     ]);
   });

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { currencyOf } from "./currency.js";
-import { dec, fmt, fractionDigits, toDecimal, ZERO } from "./decimal.js";
+import { dec, fmt, fractionDigits, isInteger, isNegative, toDecimal, ZERO } from "./decimal.js";
 
 /*
  * The plan catalog format (YAML or JSON), validated with zod.
@@ -31,6 +31,8 @@ interface DecimalRule {
   maxFractionDigits?: number;
   /** Inclusive upper bound, as a decimal string. */
   max?: string;
+  /** Added to the message when an integer field gets a fraction. */
+  fractionHint?: string;
 }
 
 function describeRule(rule: DecimalRule): string {
@@ -69,7 +71,11 @@ function decimalField(rule: DecimalRule) {
       (rule.integer === true && !d.eq(d.round(0, 0))) ||
       (rule.maxFractionDigits !== undefined && fractionDigits(fmt(d)) > rule.maxFractionDigits);
     if (bad) {
-      ctx.addIssue({ code: "custom", message: `${expected}, got ${show(v)}` });
+      const hint =
+        rule.fractionHint !== undefined && rule.integer === true && !isInteger(d) && !isNegative(d)
+          ? ` (${rule.fractionHint})`
+          : "";
+      ctx.addIssue({ code: "custom", message: `${expected}, got ${show(v)}${hint}` });
       return z.NEVER;
     }
     if (rule.max !== undefined && d.gt(dec(rule.max))) {
@@ -84,7 +90,12 @@ function decimalField(rule: DecimalRule) {
 const MAX_MINOR = String(Number.MAX_SAFE_INTEGER);
 
 /** An amount in integer minor units (cents for USD), as Stripe's `unit_amount`. */
-const minorAmount = decimalField({ integer: true, sign: "nonnegative", max: MAX_MINOR });
+const minorAmount = decimalField({
+  integer: true,
+  sign: "nonnegative",
+  max: MAX_MINOR,
+  fractionHint: "for fractions of a minor unit use the _decimal field, e.g. unit_amount_decimal",
+});
 const positiveMinorAmount = decimalField({ integer: true, sign: "positive", max: MAX_MINOR });
 /** A fractional amount in minor units, as Stripe's `unit_amount_decimal` (at most 12 decimal places). */
 const minorAmountDecimal = decimalField({ sign: "nonnegative", maxFractionDigits: 12 });
