@@ -44,6 +44,7 @@ const DECIMAL_RE = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$/;
 /** Leading zeros are tolerated on input (`007`) because spreadsheets produce them. */
 const LOOSE_DECIMAL_RE = /^-?[0-9]+(?:\.[0-9]+)?$/;
 
+/** Shared constants (big.js values are never mutated in place, so sharing is safe). */
 export const ZERO: Decimal = new Exact("0");
 export const ONE: Decimal = new Exact("1");
 export const HUNDRED: Decimal = new Exact("100");
@@ -145,10 +146,12 @@ export function roundHalfUp(d: Decimal): Decimal {
   return isInteger(d) ? d : d.round(0, Big.roundHalfUp);
 }
 
+/** The smaller of two decimals. */
 export function min(a: Decimal, b: Decimal): Decimal {
   return a.lte(b) ? a : b;
 }
 
+/** The larger of two decimals. */
 export function max(a: Decimal, b: Decimal): Decimal {
   return a.gte(b) ? a : b;
 }
