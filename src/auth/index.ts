@@ -1,0 +1,2 @@
+export { KeyStore, hashKey, generateKey, hasScope, scopes } from "./keys.js";
+export type { ApiKeyRecord, Scope } from "./keys.js";

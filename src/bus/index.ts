@@ -1,0 +1,6 @@
+export { busNames } from "./names.js";
+export type { BusNames } from "./names.js";
+export { ensureStreams } from "./stream.js";
+export { GroupCommitPublisher, partitionOf } from "./publisher.js";
+export type { PublisherOptions } from "./publisher.js";
+export { Watermarks } from "./watermark.js";

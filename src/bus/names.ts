@@ -1,0 +1,35 @@
+/**
+ * Names of every NATS object Tally uses, derived from one prefix (`TALLY_NATS_PREFIX`),
+ * so several Tally installations (or test runs) can share one NATS server.
+ *
+ * | object | name (prefix "tally") |
+ * |---|---|
+ * | events stream | `TALLY_EVENTS`, subjects `tally.events.<partition>` |
+ * | dead-letter stream | `TALLY_DLQ`, subjects `tally.dlq.<partition>` |
+ * | sink consumers | `tally-sink-p<partition>` (durable, pull, one per partition) |
+ * | API keys | KV bucket `tally_keys` |
+ */
+export interface BusNames {
+  stream: string;
+  dlqStream: string;
+  subject: (partition: number) => string;
+  subjects: string;
+  dlqSubject: (partition: number) => string;
+  dlqSubjects: string;
+  consumer: (partition: number) => string;
+  keysBucket: string;
+}
+
+export function busNames(prefix: string): BusNames {
+  const upper = prefix.toUpperCase();
+  return {
+    stream: `${upper}_EVENTS`,
+    dlqStream: `${upper}_DLQ`,
+    subject: (p) => `${prefix}.events.${p}`,
+    subjects: `${prefix}.events.*`,
+    dlqSubject: (p) => `${prefix}.dlq.${p}`,
+    dlqSubjects: `${prefix}.dlq.*`,
+    consumer: (p) => `${prefix}-sink-p${p}`,
+    keysBucket: `${prefix}_keys`,
+  };
+}

@@ -1,0 +1,42 @@
+import { createClient, type ClickHouseClient } from "@clickhouse/client";
+import type { Config } from "../config/index.js";
+
+export type { ClickHouseClient };
+
+/** Creates the ClickHouse HTTP client. Every request has a timeout (`TALLY_CLICKHOUSE_TIMEOUT_MS`). */
+export function createClickHouse(cfg: Config["clickhouse"], maxOpenConnections = 16): ClickHouseClient {
+  return createClient({
+    url: cfg.url,
+    username: cfg.user,
+    password: cfg.password,
+    request_timeout: cfg.timeoutMs,
+    max_open_connections: maxOpenConnections,
+    compression: { request: false, response: false },
+    keep_alive: { enabled: true },
+  });
+}
+
+/** ClickHouse error codes after which retrying the same insert cannot succeed. */
+const permanentCodes = new Set([
+  "6", // CANNOT_PARSE_TEXT
+  "26", // CANNOT_PARSE_QUOTED_STRING
+  "27", // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+  "33", // CANNOT_READ_ALL_DATA
+  "53", // TYPE_MISMATCH
+  "62", // SYNTAX_ERROR
+  "69", // ARGUMENT_OUT_OF_BOUND
+  "70", // CANNOT_CONVERT_TYPE
+  "72", // CANNOT_PARSE_NUMBER
+  "117", // INCORRECT_DATA
+  "131", // TOO_LARGE_STRING_SIZE
+]);
+
+/**
+ * Whether an error from ClickHouse is permanent for the data that caused it. Decided by the
+ * server's numeric error code (never by message text); anything else (network, timeouts,
+ * TOO_MANY_PARTS, memory limits, server restarts) is retriable.
+ */
+export function isPermanentInsertError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && permanentCodes.has(code);
+}

@@ -1,0 +1,158 @@
+/**
+ * Every SQL statement Tally runs lives in this module. Values reach SQL only through
+ * {@link lit}; identifiers only through {@link ident}, which validates instead of escaping.
+ *
+ * Dialect: the common subset of ClickHouse 18.16 (Debian) and 26.x: no query parameters,
+ * no DateTime64, no Map, no TTL. Event time is `ts Int64` epoch milliseconds, UTC.
+ */
+
+/** A value that can be rendered as a ClickHouse literal. */
+export type SqlValue = string | number | bigint | boolean | null | readonly SqlValue[];
+
+const identPattern = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+
+/** Renders an identifier (database, table). Throws on anything but `[A-Za-z_][A-Za-z0-9_]*`. */
+export function ident(name: string): string {
+  if (!identPattern.test(name)) throw new Error(`invalid SQL identifier: ${JSON.stringify(name)}`);
+  return `\`${name}\``;
+}
+
+const escapes: Record<string, string> = {
+  "\\": "\\\\",
+  "'": "\\'",
+  "\0": "\\0",
+  "\b": "\\b",
+  "\f": "\\f",
+  "\r": "\\r",
+  "\n": "\\n",
+  "\t": "\\t",
+  "\v": "\\v",
+  "\x07": "\\a",
+};
+
+/**
+ * The single literal-escaping function. Strings are quoted with backslash escapes for `\`, `'`
+ * and control characters (other control bytes as `\xHH`); numbers must be finite; arrays recurse.
+ */
+export function lit(v: SqlValue): string {
+  if (v === null) return "NULL";
+  switch (typeof v) {
+    case "string":
+      // eslint-disable-next-line no-control-regex
+      return `'${v.replace(/[\\'\x00-\x1f\x7f]/g, (c) => escapes[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}'`;
+    case "number":
+      if (!Number.isFinite(v)) throw new Error(`cannot render non-finite number ${v} as SQL`);
+      return String(v);
+    case "bigint":
+      return v.toString();
+    case "boolean":
+      return v ? "1" : "0";
+    default:
+      return `[${v.map(lit).join(", ")}]`;
+  }
+}
+
+/** One versioned schema migration; every statement is idempotent. */
+export interface Migration {
+  version: number;
+  name: string;
+  statements: (db: string) => string[];
+}
+
+/** The schema, in order. Append only: never edit an applied migration. */
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    name: "events and dedup ledger",
+    statements: (db) => [
+      `CREATE TABLE IF NOT EXISTS ${ident(db)}.events (
+  customer String,
+  type String,
+  ts Int64,
+  id String,
+  received Int64,
+  source String,
+  prop_keys Array(String),
+  prop_values Array(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
+ORDER BY (customer, type, ts, id)`,
+      // The dedup ledger: one row per event id the sink accepted, kept for the dedup
+      // retention (partitions by first-seen day are dropped after it).
+      `CREATE TABLE IF NOT EXISTS ${ident(db)}.event_ids (
+  id String,
+  customer String,
+  type String,
+  ts Int64,
+  bus_partition UInt16,
+  seen_day Date
+) ENGINE = ReplacingMergeTree
+PARTITION BY seen_day
+ORDER BY id
+SETTINGS index_granularity = 1024`,
+    ],
+  },
+];
+
+export const latestSchemaVersion = migrations[migrations.length - 1]!.version;
+
+export const sql = {
+  createDatabase: (db: string) => `CREATE DATABASE IF NOT EXISTS ${ident(db)}`,
+  createMigrationsTable: (db: string) =>
+    `CREATE TABLE IF NOT EXISTS ${ident(db)}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version`,
+  appliedVersions: (db: string) => `SELECT DISTINCT version FROM ${ident(db)}.schema_migrations ORDER BY version`,
+  recordMigration: (db: string, m: Migration) =>
+    `INSERT INTO ${ident(db)}.schema_migrations (version, name, applied_at) VALUES (${lit(m.version)}, ${lit(m.name)}, now())`,
+  schemaVersion: (db: string) => `SELECT max(version) AS version FROM ${ident(db)}.schema_migrations`,
+
+  eventsTable: (db: string) => `${ident(db)}.events`,
+  ledgerTable: (db: string) => `${ident(db)}.event_ids`,
+
+  /** Ledger rows for the given ids (the first-seen identity of each). */
+  ledgerLookup: (db: string, ids: readonly string[]) =>
+    `SELECT id, customer, type, toString(ts) AS ts FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
+
+  ledgerPartitions: (db: string) =>
+    `SELECT DISTINCT partition FROM system.parts WHERE database = ${lit(db)} AND table = 'event_ids' AND active`,
+  dropLedgerPartition: (db: string, partition: string) =>
+    `ALTER TABLE ${ident(db)}.event_ids DROP PARTITION ${lit(partition)}`,
+
+  /** Distinct events matching a filter (the event debugger's count). */
+  countEvents: (db: string, f: EventFilter) =>
+    `SELECT toString(uniqExact(id)) AS count FROM ${ident(db)}.events WHERE ${where(f)}`,
+
+  /**
+   * Events matching a filter, newest first, one row per id, keyset-paginated on (ts, id).
+   * `LIMIT 1 BY` removes copies a crash between insert and ack may have written twice.
+   */
+  listEvents: (db: string, f: EventFilter, limit: number, after?: { ts: number; id: string }) =>
+    `SELECT id, type, customer, toString(ts) AS ts, toString(received) AS received, source, prop_keys, prop_values
+FROM ${ident(db)}.events
+WHERE ${where(f)}${after ? ` AND (ts < ${lit(after.ts)} OR (ts = ${lit(after.ts)} AND id < ${lit(after.id)}))` : ""}
+ORDER BY ts DESC, id DESC
+LIMIT 1 BY id
+LIMIT ${lit(Math.trunc(limit))}`,
+
+  /** Sum of one property over distinct events, exact (Decimal128, scale 9). */
+  sumProperty: (db: string, f: EventFilter, property: string) =>
+    `SELECT toString(sum(v)) AS sum, toString(count()) AS events FROM (
+  SELECT id, any(toDecimal128(prop_values[indexOf(prop_keys, ${lit(property)})], 9)) AS v
+  FROM ${ident(db)}.events WHERE ${where(f)} AND has(prop_keys, ${lit(property)}) GROUP BY id)`,
+} as const;
+
+/** Filters of the event debugger and counts. Times are epoch ms; `to` is exclusive. */
+export interface EventFilter {
+  customer?: string | undefined;
+  type?: string | undefined;
+  fromMs?: number | undefined;
+  toMs?: number | undefined;
+}
+
+function where(f: EventFilter): string {
+  const parts = ["1"];
+  if (f.customer !== undefined) parts.push(`customer = ${lit(f.customer)}`);
+  if (f.type !== undefined) parts.push(`type = ${lit(f.type)}`);
+  if (f.fromMs !== undefined) parts.push(`ts >= ${lit(f.fromMs)}`);
+  if (f.toMs !== undefined) parts.push(`ts < ${lit(f.toMs)}`);
+  return parts.join(" AND ");
+}

@@ -1,0 +1,239 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/**
+ * Starts real nats-server and clickhouse-server processes on loopback for the `dev` role,
+ * the test suite and the benchmarks. Each instance owns a data directory; ports are taken
+ * from the OS (port 0) so two stacks with different data directories never collide.
+ */
+
+/** A free TCP port on 127.0.0.1, as chosen by the OS. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === "string") return reject(new Error("no port"));
+      srv.close(() => resolvePort(addr.port));
+    });
+  });
+}
+
+/** A started server process. */
+export interface ServerProcess {
+  readonly name: string;
+  readonly url: string;
+  readonly port: number;
+  readonly process: ChildProcess;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process exited. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+function wrap(name: string, url: string, port: number, child: ChildProcess, pidFile: string): ServerProcess {
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return {
+    name,
+    url,
+    port,
+    process: child,
+    async stop(graceMs = 10_000) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(pidFile, { force: true });
+    },
+  };
+}
+
+/** Kills a process left behind by an earlier run that was itself killed (stale pid file). */
+function killStale(pidFile: string): void {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, "utf8").trim());
+  if (Number.isInteger(pid) && pid > 1) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  rmSync(pidFile, { force: true });
+}
+
+export interface StartNatsOptions {
+  dataDir: string;
+  port?: number;
+  /** Detach from our process group so Ctrl-C in a terminal does not reach it before we drain. */
+  detached?: boolean;
+}
+
+/** Starts nats-server with JetStream, storing under `<dataDir>/nats`. */
+export async function startNats(opts: StartNatsOptions): Promise<ServerProcess> {
+  const dir = resolve(opts.dataDir, "nats");
+  mkdirSync(dir, { recursive: true });
+  const pidFile = join(dir, "nats.pid");
+  killStale(pidFile);
+  const port = opts.port ?? (await freePort());
+  const conf = join(dir, "nats.conf");
+  writeFileSync(
+    conf,
+    [
+      `listen: 127.0.0.1:${port}`,
+      `max_payload: 8MB`,
+      `jetstream {`,
+      `  store_dir: ${JSON.stringify(join(dir, "js"))}`,
+      `  max_memory_store: 256MB`,
+      `  max_file_store: 64GB`,
+      `}`,
+      "",
+    ].join("\n"),
+  );
+  const child = spawn("nats-server", ["-c", conf], {
+    stdio: ["ignore", "ignore", "pipe"],
+    detached: opts.detached ?? false,
+  });
+  writeFileSync(pidFile, String(child.pid));
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  const url = `nats://127.0.0.1:${port}`;
+  await waitFor(`nats-server on ${url}`, child, () => stderr, async () => {
+    const res = await fetchOk(`http://127.0.0.1:${port}`).catch(() => false);
+    return res || (await tcpOpen(port));
+  });
+  return wrap("nats-server", url, port, child, pidFile);
+}
+
+export interface StartClickHouseOptions {
+  dataDir: string;
+  httpPort?: number;
+  detached?: boolean;
+}
+
+/** Starts clickhouse-server with its data under `<dataDir>/clickhouse`. */
+export async function startClickHouse(opts: StartClickHouseOptions): Promise<ServerProcess> {
+  const dir = resolve(opts.dataDir, "clickhouse");
+  for (const sub of ["data", "tmp", "log", "user_files", "format_schemas"]) {
+    mkdirSync(join(dir, sub), { recursive: true });
+  }
+  const pidFile = join(dir, "clickhouse.pid");
+  killStale(pidFile);
+  const httpPort = opts.httpPort ?? (await freePort());
+  const tcpPort = await freePort();
+  writeFileSync(
+    join(dir, "config.xml"),
+    `<?xml version="1.0"?>
+<yandex>
+  <logger>
+    <level>warning</level>
+    <log>${join(dir, "log", "clickhouse-server.log")}</log>
+    <errorlog>${join(dir, "log", "clickhouse-server.err.log")}</errorlog>
+    <size>50M</size>
+    <count>2</count>
+  </logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>${httpPort}</http_port>
+  <tcp_port>${tcpPort}</tcp_port>
+  <path>${join(dir, "data")}/</path>
+  <tmp_path>${join(dir, "tmp")}/</tmp_path>
+  <user_files_path>${join(dir, "user_files")}/</user_files_path>
+  <format_schema_path>${join(dir, "format_schemas")}/</format_schema_path>
+  <users_config>${join(dir, "users.xml")}</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <max_concurrent_queries>200</max_concurrent_queries>
+  <mark_cache_size>536870912</mark_cache_size>
+  <uncompressed_cache_size>1073741824</uncompressed_cache_size>
+  <keep_alive_timeout>30</keep_alive_timeout>
+  <timezone>UTC</timezone>
+</yandex>
+`,
+  );
+  writeFileSync(
+    join(dir, "users.xml"),
+    `<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default>
+      <max_memory_usage>8000000000</max_memory_usage>
+      <max_query_size>67108864</max_query_size>
+    </default>
+  </profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+`,
+  );
+  const child = spawn("clickhouse-server", ["--config-file", join(dir, "config.xml")], {
+    cwd: dir,
+    stdio: ["ignore", "ignore", "pipe"],
+    detached: opts.detached ?? false,
+  });
+  writeFileSync(pidFile, String(child.pid));
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  const url = `http://127.0.0.1:${httpPort}`;
+  await waitFor(`clickhouse-server on ${url}`, child, () => {
+    const log = join(dir, "log", "clickhouse-server.err.log");
+    return stderr + (existsSync(log) ? readFileSync(log, "utf8").slice(-4000) : "");
+  }, () => fetchOk(`${url}/ping`));
+  return wrap("clickhouse-server", url, httpPort, child, pidFile);
+}
+
+async function fetchOk(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+async function tcpOpen(port: number): Promise<boolean> {
+  const { connect } = await import("node:net");
+  return new Promise((r) => {
+    const s = connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      r(true);
+    });
+    s.once("error", () => r(false));
+  });
+}
+
+async function waitFor(
+  what: string,
+  child: ChildProcess,
+  output: () => string,
+  ready: () => Promise<boolean>,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output()}`);
+    }
+    if (await ready()) return;
+    await sleep(100);
+  }
+  child.kill("SIGKILL");
+  throw new Error(`${what} not ready after ${timeoutMs} ms:\n${output()}`);
+}

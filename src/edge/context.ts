@@ -1,0 +1,9 @@
+import type { ApiKeyRecord } from "../auth/index.js";
+
+/** Per-request values set by middleware. */
+export interface EdgeEnv {
+  Variables: {
+    requestId: string;
+    apiKey: ApiKeyRecord;
+  };
+}

@@ -1,0 +1,41 @@
+import { Counter, Gauge, Histogram } from "prom-client";
+import { registry } from "../observability/index.js";
+
+export const sinkMetrics = {
+  batchRows: new Histogram({
+    name: "tally_sink_batch_rows",
+    help: "Events per sink flush (before dedup)",
+    buckets: [1, 10, 100, 1000, 5000, 10000, 20000, 50000],
+    registers: [registry],
+  }),
+  flushSeconds: new Histogram({
+    name: "tally_sink_flush_seconds",
+    help: "Time for one flush: ledger lookup, inserts, acks",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  }),
+  inserted: new Counter({ name: "tally_sink_events_inserted_total", help: "Events written to ClickHouse", registers: [registry] }),
+  duplicates: new Counter({ name: "tally_sink_duplicates_total", help: "Events dropped as duplicates by id", registers: [registry] }),
+  retries: new Counter({
+    name: "tally_sink_insert_retries_total",
+    help: "Retried ClickHouse operations after a retriable error",
+    registers: [registry],
+  }),
+  deadLettered: new Counter({
+    name: "tally_sink_dead_lettered_total",
+    help: "Bus messages moved to the dead-letter stream",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+  }),
+  inflightWaits: new Counter({
+    name: "tally_sink_inflight_waits_total",
+    help: "Flushes that waited for a free insert slot (backpressure)",
+    registers: [registry],
+  }),
+  lag: new Gauge({
+    name: "tally_sink_lag_messages",
+    help: "Bus messages not yet written, per partition (pending + unacked)",
+    labelNames: ["partition"] as const,
+    registers: [registry],
+  }),
+};

@@ -1,0 +1,207 @@
+import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
+import { headers as natsHeaders } from "nats";
+import { tally } from "../gen/proto.js";
+import type { BusNames } from "../bus/index.js";
+import { isPermanentInsertError, queryRows, sql, type ClickHouseClient } from "../clickhouse/index.js";
+import type { Config } from "../config/index.js";
+import type { Semaphore } from "../lib/semaphore.js";
+import type { Logger } from "../observability/index.js";
+import { dedup, uniqueIds } from "./dedup.js";
+import { sinkMetrics as m } from "./metrics.js";
+
+/** What happens to one bus message after a write attempt. */
+export type Outcome = "ack" | "retry" | "dead-letter";
+
+interface Buffered {
+  msg: JsMsg;
+  events: tally.v1.IBusEvent[];
+}
+
+/** Ids per ledger lookup query; keeps queries well under ClickHouse's max_query_size. */
+const lookupChunk = 2000;
+
+/**
+ * Moves one bus partition into ClickHouse. The partition is processed serially (one flush at
+ * a time), which is what makes the ledger check race-free: no other writer handles these ids.
+ *
+ * Flush = ledger lookup → insert new events → insert their ledger rows → ack the messages.
+ * The ack comes only after ClickHouse confirmed both inserts, so a crash at any point leads
+ * to redelivery, which the ledger (or, for a crash between the two inserts, the read path's
+ * one-row-per-id) absorbs.
+ */
+export class PartitionWorker {
+  private buffer: Buffered[] = [];
+  private rows = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  private messages: ConsumerMessages | null = null;
+  private stopped = false;
+  private readonly db: string;
+  private readonly table: string;
+  private readonly ledgerTable: string;
+
+  constructor(
+    readonly partition: number,
+    private readonly js: JetStreamClient,
+    private readonly ch: ClickHouseClient,
+    private readonly names: BusNames,
+    private readonly cfg: Config,
+    private readonly inflight: Semaphore,
+    private readonly log: Logger,
+  ) {
+    this.db = cfg.clickhouse.database;
+    this.table = sql.eventsTable(this.db);
+    this.ledgerTable = sql.ledgerTable(this.db);
+  }
+
+  /** Consumes until {@link stop}; resolves when the consume loop ended. */
+  async run(): Promise<void> {
+    const consumer = await this.js.consumers.get(this.names.stream, this.names.consumer(this.partition));
+    // Bounded by bytes: while a flush is in progress the loop below does not pull, and the
+    // client stops requesting more once this much is buffered (wait, never drop).
+    this.messages = await consumer.consume({ max_bytes: 16 * 1024 * 1024 });
+    for await (const msg of this.messages) {
+      let events: tally.v1.IBusEvent[];
+      try {
+        events = tally.v1.BusBatch.decode(msg.data).events;
+      } catch (err: unknown) {
+        await this.deadLetter([msg], `undecodable: ${(err as Error).message}`);
+        continue;
+      }
+      this.buffer.push({ msg, events });
+      this.rows += events.length;
+      if (this.rows >= this.cfg.sink.batchRows) {
+        await this.flush();
+      } else if (this.timer === null) {
+        this.timer = setTimeout(() => void this.flush(), this.cfg.sink.lingerMs);
+      }
+      if (this.stopped) break;
+    }
+    await this.flush();
+  }
+
+  /** Stops pulling; pending events are flushed by {@link run} before it resolves. */
+  stop(): void {
+    this.stopped = true;
+    this.messages?.stop();
+  }
+
+  /** Serializes flushes of this partition. */
+  flush(): Promise<void> {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const batch = this.buffer;
+    const rows = this.rows;
+    this.buffer = [];
+    this.rows = 0;
+    if (batch.length === 0) return this.flushing;
+    this.flushing = this.flushing.then(() => this.write(batch, rows));
+    return this.flushing;
+  }
+
+  private async write(batch: Buffered[], rows: number): Promise<void> {
+    m.batchRows.observe(rows);
+    const end = m.flushSeconds.startTimer();
+    if (await this.inflight.acquire()) m.inflightWaits.inc();
+    try {
+      let attempt = 0;
+      for (;;) {
+        const outcome = await this.tryWrite(batch);
+        switch (outcome) {
+          case "ack":
+            for (const b of batch) b.msg.ack();
+            return;
+          case "retry":
+            attempt++;
+            m.retries.inc();
+            for (const b of batch) b.msg.working();
+            await sleep(Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2));
+            continue;
+          case "dead-letter":
+            await this.isolate(batch);
+            return;
+        }
+      }
+    } finally {
+      this.inflight.release();
+      end();
+    }
+  }
+
+  /** One attempt at writing a batch; classifies failures by ClickHouse error code. */
+  private async tryWrite(batch: Buffered[]): Promise<Outcome> {
+    try {
+      const events = batch.flatMap((b) => b.events);
+      const ids = uniqueIds(events);
+      const known = new Set<string>();
+      for (let i = 0; i < ids.length; i += lookupChunk) {
+        const found = await queryRows<{ id: string }>(this.ch, sql.ledgerLookup(this.db, ids.slice(i, i + lookupChunk)));
+        for (const r of found) known.add(r.id);
+      }
+      const result = dedup(events, known, this.partition, Date.now());
+      if (result.rows.length > 0) {
+        await this.ch.insert({ table: this.table, values: result.rows, format: "JSONEachRow" });
+        await this.ch.insert({ table: this.ledgerTable, values: result.ledger, format: "JSONEachRow" });
+      }
+      m.inserted.inc(result.rows.length);
+      m.duplicates.inc(result.duplicates);
+      return "ack";
+    } catch (err: unknown) {
+      if (isPermanentInsertError(err)) {
+        this.log.warn({ err, partition: this.partition }, "permanent insert error; isolating bad messages");
+        return "dead-letter";
+      }
+      this.log.warn({ err, partition: this.partition }, "retriable ClickHouse error; will retry");
+      return "retry";
+    }
+  }
+
+  /** After a permanent error: write messages one by one; dead-letter those that still fail. */
+  private async isolate(batch: Buffered[]): Promise<void> {
+    for (const b of batch) {
+      for (let attempt = 0; ; attempt++) {
+        const outcome = await this.tryWrite([b]);
+        if (outcome === "ack") {
+          b.msg.ack();
+          break;
+        }
+        if (outcome === "dead-letter") {
+          await this.deadLetter([b.msg], "permanent ClickHouse insert error");
+          break;
+        }
+        b.msg.working();
+        await sleep(Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)));
+      }
+    }
+  }
+
+  /** Copies messages to the dead-letter stream (with why and where from), then acks them. */
+  private async deadLetter(msgs: JsMsg[], reason: string): Promise<void> {
+    for (const msg of msgs) {
+      const h = natsHeaders();
+      h.set("Tally-Reason", reason.slice(0, 512));
+      h.set("Tally-Original-Subject", msg.subject);
+      h.set("Tally-Original-Seq", String(msg.seq));
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.js.publish(this.names.dlqSubject(this.partition), msg.data, { headers: h, timeout: 10_000 });
+          break;
+        } catch (err: unknown) {
+          // The message must not be acked before it is safely in the DLQ.
+          this.log.error({ err, partition: this.partition }, "dead-letter publish failed; retrying");
+          msg.working();
+          await sleep(Math.min(10_000, 200 * 2 ** attempt));
+        }
+      }
+      m.deadLettered.inc({ reason: reason.startsWith("undecodable") ? "undecodable" : "insert_error" });
+      this.log.error({ partition: this.partition, seq: msg.seq, reason }, "message dead-lettered");
+      msg.ack();
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
