@@ -94,7 +94,12 @@ export class KeyStore {
   }
 
   /** Stores a key (by hash) and returns its record. */
-  async put(key: string, name: string, keyScopes: Scope[], id = randomBytes(6).toString("hex")): Promise<ApiKeyRecord> {
+  async put(
+    key: string,
+    name: string,
+    keyScopes: Scope[],
+    id = randomBytes(6).toString("hex"),
+  ): Promise<ApiKeyRecord> {
     const rec: ApiKeyRecord = { id, name, scopes: keyScopes, createdAt: new Date().toISOString() };
     const h = hashKey(key);
     await this.kv.put(h, JSON.stringify(rec));

@@ -167,7 +167,12 @@ export class GroupCommitPublisher {
     }
   }
 
-  private async send(p: number, chunks: Uint8Array[], bytes: number, waiters: Deferred<void>[]): Promise<void> {
+  private async send(
+    p: number,
+    chunks: Uint8Array[],
+    bytes: number,
+    waiters: Deferred<void>[],
+  ): Promise<void> {
     const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
     const end = publishSeconds.startTimer();
     try {
@@ -178,7 +183,12 @@ export class GroupCommitPublisher {
       for (const w of waiters) w.resolve();
     } catch (err: unknown) {
       publishFailures.inc();
-      const apiErr = new ApiError("unavailable", "event bus did not acknowledge the events; retry later", { cause: (err as Error).message }, 1);
+      const apiErr = new ApiError(
+        "unavailable",
+        "event bus did not acknowledge the events; retry later",
+        { cause: (err as Error).message },
+        1,
+      );
       for (const w of waiters) w.reject(apiErr);
     } finally {
       this.inflight[p]!--;

@@ -19,7 +19,11 @@ import { busNames } from "./names.js";
  * the insert), however long that takes. When `max_bytes` is reached new publishes are refused
  * (`discard: new`) and the edge answers 503: nothing accepted is ever discarded to make room.
  */
-export async function ensureStreams(jsm: JetStreamManager, cfg: Config, ackWaitMs = cfg.sink.ackWaitMs): Promise<void> {
+export async function ensureStreams(
+  jsm: JetStreamManager,
+  cfg: Config,
+  ackWaitMs = cfg.sink.ackWaitMs,
+): Promise<void> {
   const n = busNames(cfg.nats.prefix);
   const events: Partial<StreamConfig> = {
     name: n.stream,
@@ -64,7 +68,10 @@ export async function ensureStreams(jsm: JetStreamManager, cfg: Config, ackWaitM
     };
     try {
       await jsm.consumers.info(n.stream, consumer.durable_name);
-      await jsm.consumers.update(n.stream, consumer.durable_name, { ack_wait: consumer.ack_wait, max_ack_pending: consumer.max_ack_pending });
+      await jsm.consumers.update(n.stream, consumer.durable_name, {
+        ack_wait: consumer.ack_wait,
+        max_ack_pending: consumer.max_ack_pending,
+      });
     } catch (err: unknown) {
       if (!isNotFound(err)) throw err;
       await jsm.consumers.add(n.stream, consumer);

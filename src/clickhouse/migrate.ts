@@ -10,7 +10,9 @@ import { latestSchemaVersion, migrations, sql } from "./sql.js";
 export async function migrate(ch: ClickHouseClient, db: string, log?: Logger): Promise<number[]> {
   await ch.command({ query: sql.createDatabase(db) });
   await ch.command({ query: sql.createMigrationsTable(db) });
-  const applied = new Set((await queryRows<{ version: number }>(ch, sql.appliedVersions(db))).map((r) => Number(r.version)));
+  const applied = new Set(
+    (await queryRows<{ version: number }>(ch, sql.appliedVersions(db))).map((r) => Number(r.version)),
+  );
   const done: number[] = [];
   for (const m of migrations) {
     if (applied.has(m.version)) continue;

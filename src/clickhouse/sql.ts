@@ -100,7 +100,8 @@ export const sql = {
   createDatabase: (db: string) => `CREATE DATABASE IF NOT EXISTS ${ident(db)}`,
   createMigrationsTable: (db: string) =>
     `CREATE TABLE IF NOT EXISTS ${ident(db)}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version`,
-  appliedVersions: (db: string) => `SELECT DISTINCT version FROM ${ident(db)}.schema_migrations ORDER BY version`,
+  appliedVersions: (db: string) =>
+    `SELECT DISTINCT version FROM ${ident(db)}.schema_migrations ORDER BY version`,
   recordMigration: (db: string, m: Migration) =>
     `INSERT INTO ${ident(db)}.schema_migrations (version, name, applied_at) VALUES (${lit(m.version)}, ${lit(m.name)}, now())`,
   schemaVersion: (db: string) => `SELECT max(version) AS version FROM ${ident(db)}.schema_migrations`,

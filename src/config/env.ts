@@ -28,7 +28,10 @@ export const envSchema = z.object({
   TALLY_HTTP_HOST: z.string().default("0.0.0.0"),
   TALLY_HTTP_PORT: int(8787, 0).pipe(z.number().max(65535)),
   TALLY_DATA_DIR: z.string().default(".tally"),
-  TALLY_DEV_KEY: z.string().min(16, "must be at least 16 characters").default("tally_dev_admin_key_change_me"),
+  TALLY_DEV_KEY: z
+    .string()
+    .min(16, "must be at least 16 characters")
+    .default("tally_dev_admin_key_change_me"),
 
   TALLY_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
   TALLY_NATS_PREFIX: natsPrefix,

@@ -105,10 +105,15 @@ export async function startNats(opts: StartNatsOptions): Promise<ServerProcess> 
     stderr = (stderr + d.toString()).slice(-4000);
   });
   const url = `nats://127.0.0.1:${port}`;
-  await waitFor(`nats-server on ${url}`, child, () => stderr, async () => {
-    const res = await fetchOk(`http://127.0.0.1:${port}`).catch(() => false);
-    return res || (await tcpOpen(port));
-  });
+  await waitFor(
+    `nats-server on ${url}`,
+    child,
+    () => stderr,
+    async () => {
+      const res = await fetchOk(`http://127.0.0.1:${port}`).catch(() => false);
+      return res || (await tcpOpen(port));
+    },
+  );
   return wrap("nats-server", url, port, child, pidFile);
 }
 
@@ -190,10 +195,15 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
     stderr = (stderr + d.toString()).slice(-4000);
   });
   const url = `http://127.0.0.1:${httpPort}`;
-  await waitFor(`clickhouse-server on ${url}`, child, () => {
-    const log = join(dir, "log", "clickhouse-server.err.log");
-    return stderr + (existsSync(log) ? readFileSync(log, "utf8").slice(-4000) : "");
-  }, () => fetchOk(`${url}/ping`));
+  await waitFor(
+    `clickhouse-server on ${url}`,
+    child,
+    () => {
+      const log = join(dir, "log", "clickhouse-server.err.log");
+      return stderr + (existsSync(log) ? readFileSync(log, "utf8").slice(-4000) : "");
+    },
+    () => fetchOk(`${url}/ping`),
+  );
   return wrap("clickhouse-server", url, httpPort, child, pidFile);
 }
 
@@ -229,7 +239,9 @@ async function waitFor(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output()}`);
+      throw new Error(
+        `${what} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output()}`,
+      );
     }
     if (await ready()) return;
     await sleep(100);

@@ -86,7 +86,9 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     const ok = Object.values(checks).every(Boolean);
     return c.json({ status: ok ? "ready" : "not_ready", checks }, ok ? 200 : 503);
   });
-  app.get("/metrics", async (c) => c.text(await registry.metrics(), 200, { "content-type": registry.contentType }));
+  app.get("/metrics", async (c) =>
+    c.text(await registry.metrics(), 200, { "content-type": registry.contentType }),
+  );
 
   app.post(
     "/v1/events",
@@ -110,7 +112,10 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
       }
       if (events.length > config.limits.maxEventsPerRequest) {
         countRejected("too_many_events", events.length);
-        throw new ApiError("payload_too_large", `at most ${config.limits.maxEventsPerRequest} events per request (got ${events.length})`);
+        throw new ApiError(
+          "payload_too_large",
+          `at most ${config.limits.maxEventsPerRequest} events per request (got ${events.length})`,
+        );
       }
       if (events.length === 0) throw new ApiError("invalid_request", "no events in the body");
       const batch = validateEvents(events, { nowMs: now(), backfillDays: config.limits.backfillDays });
@@ -120,7 +125,11 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
         throw new ApiError(
           "invalid_events",
           `${invalid} of ${events.length} events are invalid; nothing was accepted`,
-          { invalid, errors: batch.errors.slice(0, maxListedErrors), truncated: batch.errors.length > maxListedErrors },
+          {
+            invalid,
+            errors: batch.errors.slice(0, maxListedErrors),
+            truncated: batch.errors.length > maxListedErrors,
+          },
         );
       }
       await publisher.publish(batch.events);
@@ -136,7 +145,9 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
       try {
         after = cursorSchema.parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
       } catch {
-        throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", [{ field: "cursor", code: "invalid", message: "not a cursor returned by this API" }]);
+        throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", [
+          { field: "cursor", code: "invalid", message: "not a cursor returned by this API" },
+        ]);
       }
     }
     const watermark = await watermarks.current();
@@ -147,7 +158,9 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
     return c.json({
       data: rows.map(toApiEvent),
-      next_cursor: last ? Buffer.from(JSON.stringify({ ts: Number(last.ts), id: last.id })).toString("base64url") : null,
+      next_cursor: last
+        ? Buffer.from(JSON.stringify({ ts: Number(last.ts), id: last.id })).toString("base64url")
+        : null,
       watermark: new Date(watermark).toISOString(),
     });
   });

@@ -16,7 +16,10 @@ export function requireScope(keys: KeyStore, scope: Scope) {
     const rec = keys.verify(header.replace(/^bearer\s+/i, "").trim());
     if (rec === null) throw new ApiError("unauthorized", "unknown or revoked API key");
     if (!hasScope(rec, scope)) {
-      throw new ApiError("forbidden", `this API key lacks the '${scope}' scope`, { required: scope, granted: rec.scopes });
+      throw new ApiError("forbidden", `this API key lacks the '${scope}' scope`, {
+        required: scope,
+        granted: rec.scopes,
+      });
     }
     c.set("apiKey", rec);
     await next();

@@ -32,7 +32,10 @@ export function decodeContent(body: Uint8Array, encoding: string | undefined, ma
   const enc = (encoding ?? "identity").trim().toLowerCase();
   if (enc === "identity" || enc === "") return body;
   if (enc !== "gzip") {
-    throw new ApiError("unsupported_media_type", `Content-Encoding ${enc} is not supported; use gzip or identity`);
+    throw new ApiError(
+      "unsupported_media_type",
+      `Content-Encoding ${enc} is not supported; use gzip or identity`,
+    );
   }
   try {
     return gunzipSync(body, { maxOutputLength: maxBytes });
@@ -79,10 +82,20 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
         try {
           out.push(JSON.parse(line));
         } catch {
-          errors.push({ index: out.length + errors.length, field: "", code: "invalid_json", message: `line ${i + 1} is not valid JSON` });
+          errors.push({
+            index: out.length + errors.length,
+            field: "",
+            code: "invalid_json",
+            message: `line ${i + 1} is not valid JSON`,
+          });
         }
       }
-      if (errors.length > 0) throw new ApiError("invalid_events", `${errors.length} line(s) are not valid JSON; nothing was accepted`, errors);
+      if (errors.length > 0)
+        throw new ApiError(
+          "invalid_events",
+          `${errors.length} line(s) are not valid JSON; nothing was accepted`,
+          errors,
+        );
       return out;
     }
     case "protobuf": {
@@ -90,7 +103,10 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
       try {
         batch = tally.v1.EventBatch.decode(body);
       } catch (err: unknown) {
-        throw new ApiError("invalid_request", `body is not a valid tally.v1.EventBatch: ${(err as Error).message}`);
+        throw new ApiError(
+          "invalid_request",
+          `body is not a valid tally.v1.EventBatch: ${(err as Error).message}`,
+        );
       }
       return batch.events.map((e) => ({
         id: e.id,

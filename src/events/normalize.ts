@@ -20,8 +20,7 @@ export interface NormalizeContext {
   backfillDays: number;
 }
 
-const rfc3339 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
 /** Parses strict RFC 3339 (`2026-11-25T10:00:00.123Z`, offsets allowed) to epoch ms, or null. */
 export function parseRfc3339(s: string): number | null {
@@ -30,7 +29,15 @@ export function parseRfc3339(s: string): number | null {
   const [, y, mo, d, h, mi, se] = m;
   const month = Number(mo);
   const day = Number(d);
-  if (month < 1 || month > 12 || day < 1 || day > 31 || Number(h) > 23 || Number(mi) > 59 || Number(se) > 60) {
+  if (
+    month < 1 ||
+    month > 12 ||
+    day < 1 ||
+    day > 31 ||
+    Number(h) > 23 ||
+    Number(mi) > 59 ||
+    Number(se) > 60
+  ) {
     return null;
   }
   const ms = Date.parse(s.replace(" ", "T"));
@@ -95,7 +102,13 @@ function flatten(
   values: string[],
 ): void {
   if (depth > L.maxPropertyDepth) {
-    fail(errors, index, `properties${prefix}`, "too_deep", `properties nest at most ${L.maxPropertyDepth} levels`);
+    fail(
+      errors,
+      index,
+      `properties${prefix}`,
+      "too_deep",
+      `properties nest at most ${L.maxPropertyDepth} levels`,
+    );
     return;
   }
   for (const k in obj) {
@@ -107,7 +120,13 @@ function flatten(
       continue;
     }
     if (key.length > L.propertyKeyMaxLength) {
-      fail(errors, index, field, "too_long", `property keys must be at most ${L.propertyKeyMaxLength} characters`);
+      fail(
+        errors,
+        index,
+        field,
+        "too_long",
+        `property keys must be at most ${L.propertyKeyMaxLength} characters`,
+      );
       continue;
     }
     let text: string | null;
@@ -134,7 +153,13 @@ function flatten(
       case "object":
         if (v === null) continue; // null means "not set"
         if (Array.isArray(v)) {
-          fail(errors, index, field, "invalid_type", `${field} is an array; property values are strings, numbers, booleans or objects`);
+          fail(
+            errors,
+            index,
+            field,
+            "invalid_type",
+            `${field} is an array; property values are strings, numbers, booleans or objects`,
+          );
           continue;
         }
         flatten(errors, index, v as Record<string, unknown>, `${prefix}.${k}`, depth + 1, keys, values);
@@ -144,7 +169,13 @@ function flatten(
         continue;
     }
     if (text.length > L.propertyValueMaxLength) {
-      fail(errors, index, field, "too_long", `${field} must be at most ${L.propertyValueMaxLength} characters`);
+      fail(
+        errors,
+        index,
+        field,
+        "too_long",
+        `${field} must be at most ${L.propertyValueMaxLength} characters`,
+      );
       continue;
     }
     keys.push(key);
@@ -175,7 +206,13 @@ export function normalizeEvent(
   const customer = checkString(errors, index, "customer", e.customer, L.customerMaxLength, true);
   const type = checkString(errors, index, "type", e.type, L.typeMaxLength, true);
   if (type !== undefined && !typePattern.test(type)) {
-    fail(errors, index, "type", "invalid_format", "type may contain letters, digits and _ . : - / and must start with a letter or digit");
+    fail(
+      errors,
+      index,
+      "type",
+      "invalid_format",
+      "type may contain letters, digits and _ . : - / and must start with a letter or digit",
+    );
   }
   const source = checkString(errors, index, "source", e.source, L.sourceMaxLength, false) ?? "";
 
@@ -185,10 +222,24 @@ export function normalizeEvent(
     let parsed: number | null = null;
     if (typeof t === "string") {
       parsed = parseRfc3339(t);
-      if (parsed === null) fail(errors, index, "time", "invalid_format", "time must be RFC 3339 (e.g. 2026-11-25T10:00:00Z) or epoch milliseconds");
+      if (parsed === null)
+        fail(
+          errors,
+          index,
+          "time",
+          "invalid_format",
+          "time must be RFC 3339 (e.g. 2026-11-25T10:00:00Z) or epoch milliseconds",
+        );
     } else if (typeof t === "number") {
       if (Number.isSafeInteger(t) && t >= 0) parsed = t;
-      else fail(errors, index, "time", "invalid_format", "time in epoch milliseconds must be a non-negative integer");
+      else
+        fail(
+          errors,
+          index,
+          "time",
+          "invalid_format",
+          "time in epoch milliseconds must be a non-negative integer",
+        );
     } else {
       fail(errors, index, "time", "invalid_type", "time must be an RFC 3339 string or epoch milliseconds");
     }
@@ -196,7 +247,13 @@ export function normalizeEvent(
       if (parsed > ctx.nowMs + L.maxFutureMs) {
         fail(errors, index, "time", "too_far_in_future", "time is more than 5 minutes in the future");
       } else if (parsed < ctx.nowMs - ctx.backfillDays * 86_400_000) {
-        fail(errors, index, "time", "too_old", `time is older than the backfill horizon of ${ctx.backfillDays} days`);
+        fail(
+          errors,
+          index,
+          "time",
+          "too_old",
+          `time is older than the backfill horizon of ${ctx.backfillDays} days`,
+        );
       } else {
         timeMs = parsed;
       }
@@ -212,12 +269,24 @@ export function normalizeEvent(
     } else {
       flatten(errors, index, p as Record<string, unknown>, "", 1, propKeys, propValues);
       if (propKeys.length > L.maxProperties) {
-        fail(errors, index, "properties", "too_many", `at most ${L.maxProperties} properties (after flattening)`);
+        fail(
+          errors,
+          index,
+          "properties",
+          "too_many",
+          `at most ${L.maxProperties} properties (after flattening)`,
+        );
       } else {
         let size = 0;
         for (let i = 0; i < propKeys.length; i++) size += propKeys[i]!.length + propValues[i]!.length;
         if (size > L.maxPropertyBytes) {
-          fail(errors, index, "properties", "too_large", `properties must total at most ${L.maxPropertyBytes} characters`);
+          fail(
+            errors,
+            index,
+            "properties",
+            "too_large",
+            `properties must total at most ${L.maxPropertyBytes} characters`,
+          );
         }
       }
     }

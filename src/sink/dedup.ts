@@ -50,7 +50,12 @@ export function uniqueIds(events: readonly BusEvent[]): string[] {
  * copy is written again as an identical row, which `ReplacingMergeTree` and the
  * one-row-per-id read path collapse.
  */
-export function dedup(events: readonly BusEvent[], known: ReadonlySet<string>, partition: number, nowMs: number): DedupResult {
+export function dedup(
+  events: readonly BusEvent[],
+  known: ReadonlySet<string>,
+  partition: number,
+  nowMs: number,
+): DedupResult {
   const rows: EventRow[] = [];
   const ledger: LedgerRow[] = [];
   const taken = new Set<string>();
@@ -74,7 +79,14 @@ export function dedup(events: readonly BusEvent[], known: ReadonlySet<string>, p
       prop_keys: e.propKeys ?? [],
       prop_values: e.propValues ?? [],
     });
-    ledger.push({ id, customer: e.customer ?? "", type: e.type ?? "", ts, bus_partition: partition, seen_day: seenDay });
+    ledger.push({
+      id,
+      customer: e.customer ?? "",
+      type: e.type ?? "",
+      ts,
+      bus_partition: partition,
+      seen_day: seenDay,
+    });
   }
   return { rows, ledger, duplicates };
 }

@@ -14,8 +14,16 @@ export const sinkMetrics = {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   }),
-  inserted: new Counter({ name: "tally_sink_events_inserted_total", help: "Events written to ClickHouse", registers: [registry] }),
-  duplicates: new Counter({ name: "tally_sink_duplicates_total", help: "Events dropped as duplicates by id", registers: [registry] }),
+  inserted: new Counter({
+    name: "tally_sink_events_inserted_total",
+    help: "Events written to ClickHouse",
+    registers: [registry],
+  }),
+  duplicates: new Counter({
+    name: "tally_sink_duplicates_total",
+    help: "Events dropped as duplicates by id",
+    registers: [registry],
+  }),
   retries: new Counter({
     name: "tally_sink_insert_retries_total",
     help: "Retried ClickHouse operations after a retriable error",

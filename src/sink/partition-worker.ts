@@ -137,7 +137,10 @@ export class PartitionWorker {
       const ids = uniqueIds(events);
       const known = new Set<string>();
       for (let i = 0; i < ids.length; i += lookupChunk) {
-        const found = await queryRows<{ id: string }>(this.ch, sql.ledgerLookup(this.db, ids.slice(i, i + lookupChunk)));
+        const found = await queryRows<{ id: string }>(
+          this.ch,
+          sql.ledgerLookup(this.db, ids.slice(i, i + lookupChunk)),
+        );
         for (const r of found) known.add(r.id);
       }
       const result = dedup(events, known, this.partition, Date.now());
@@ -186,7 +189,10 @@ export class PartitionWorker {
       h.set("Tally-Original-Seq", String(msg.seq));
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.js.publish(this.names.dlqSubject(this.partition), msg.data, { headers: h, timeout: 10_000 });
+          await this.js.publish(this.names.dlqSubject(this.partition), msg.data, {
+            headers: h,
+            timeout: 10_000,
+          });
           break;
         } catch (err: unknown) {
           // The message must not be acked before it is safely in the DLQ.

@@ -36,7 +36,9 @@ export class Sink {
     const names = busNames(config.nats.prefix);
     const inflight = new Semaphore(config.sink.maxInflight);
     const owned = opts.partitions ?? Array.from({ length: config.nats.partitions }, (_, p) => p);
-    this.workers = owned.map((p) => new PartitionWorker(p, js, clickhouse, names, config, inflight, log.child({ partition: p })));
+    this.workers = owned.map(
+      (p) => new PartitionWorker(p, js, clickhouse, names, config, inflight, log.child({ partition: p })),
+    );
   }
 
   start(): void {
@@ -80,7 +82,9 @@ export class Sink {
   private async enforceLedgerRetention(): Promise<void> {
     const { clickhouse: ch, config, log } = this.opts;
     const db = config.clickhouse.database;
-    const cutoff = new Date(Date.now() - config.limits.dedupRetentionDays * 86_400_000).toISOString().slice(0, 10);
+    const cutoff = new Date(Date.now() - config.limits.dedupRetentionDays * 86_400_000)
+      .toISOString()
+      .slice(0, 10);
     try {
       const parts = await queryRows<{ partition: string }>(ch, sql.ledgerPartitions(db));
       for (const { partition } of parts) {

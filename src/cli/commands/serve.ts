@@ -1,0 +1,86 @@
+import type { Command } from "commander";
+import { createClickHouse, migrate } from "../../clickhouse/index.js";
+import { ensureStreams } from "../../bus/index.js";
+import { createLogger, type Logger } from "../../observability/index.js";
+import { connectNats } from "../../runtime/connect.js";
+import { startEdge } from "../../runtime/edge.js";
+import { startSink } from "../../runtime/sink.js";
+import { configOrExit } from "../config.js";
+
+/** Runs `stop` once on SIGTERM/SIGINT, then exits; a second signal exits at once. */
+export function onShutdown(log: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    log.info({ signal }, "draining");
+    stop().then(
+      () => {
+        log.info("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, "error while stopping");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", handler);
+  process.on("SIGINT", handler);
+}
+
+const envHelp = "\nConfiguration comes from TALLY_* environment variables; see README 'Configuration'.";
+
+export function registerServeCommands(program: Command): void {
+  program
+    .command("edge")
+    .description("HTTP ingest and read APIs (stateless; run several behind a load balancer)")
+    .addHelpText("after", envHelp)
+    .action(async () => {
+      const config = configOrExit();
+      const log = createLogger("edge", config.logLevel);
+      const edge = await startEdge(config, log);
+      log.info({ port: edge.port, host: config.http.host }, "edge listening");
+      onShutdown(log, () => edge.stop());
+    });
+
+  program
+    .command("sink")
+    .description("JetStream -> ClickHouse writer with exactly-once dedup")
+    .option("--partitions <list>", "comma-separated bus partitions this process owns (default: all)")
+    .addHelpText("after", envHelp)
+    .action(async (opts: { partitions?: string }) => {
+      const config = configOrExit();
+      const log = createLogger("sink", config.logLevel);
+      let partitions: number[] | undefined;
+      if (opts.partitions !== undefined) {
+        partitions = opts.partitions.split(",").map((s) => Number(s.trim()));
+        if (partitions.some((p) => !Number.isInteger(p) || p < 0 || p >= config.nats.partitions)) {
+          process.stderr.write(
+            `--partitions: each must be an integer in [0, ${config.nats.partitions - 1}]\n`,
+          );
+          process.exit(2);
+        }
+      }
+      const sink = await startSink(config, log, partitions);
+      log.info({ metricsPort: sink.metricsPort }, "sink running");
+      onShutdown(log, () => sink.stop());
+      sink.sink.done().catch(() => process.exit(1));
+    });
+
+  program
+    .command("migrate")
+    .description("apply ClickHouse schema migrations and create the NATS streams (idempotent)")
+    .addHelpText("after", envHelp)
+    .action(async () => {
+      const config = configOrExit();
+      const log = createLogger("migrate", config.logLevel);
+      const ch = createClickHouse(config.clickhouse);
+      const applied = await migrate(ch, config.clickhouse.database, log);
+      await ch.close();
+      const nc = await connectNats(config, "tally-migrate");
+      await ensureStreams(await nc.jetstreamManager(), config);
+      await nc.drain();
+      log.info({ applied }, applied.length ? "migrations applied" : "schema already current");
+    });
+}

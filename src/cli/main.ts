@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { createLogger } from "../observability/index.js";
+import { registerDevCommand } from "./commands/dev.js";
+import { registerDlqCommand } from "./commands/dlq.js";
+import { registerKeysCommand } from "./commands/keys.js";
+import { registerRateCommand } from "./commands/rate.js";
+import { registerServeCommands } from "./commands/serve.js";
+
+const program = new Command("tally")
+  .description("Tally: usage metering and billing integration (edge, sink, migrations, local stack)")
+  .showHelpAfterError();
+registerServeCommands(program);
+registerDevCommand(program);
+registerDlqCommand(program);
+registerKeysCommand(program);
+registerRateCommand(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  createLogger("cli", "error").fatal({ err }, "command failed");
+  process.exitCode = 1;
+});

@@ -1,0 +1,85 @@
+import { serve, type ServerType } from "@hono/node-server";
+import type { NatsConnection } from "nats";
+import { KeyStore } from "../auth/index.js";
+import { busNames, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
+import { createClickHouse, isSchemaCurrent, type ClickHouseClient } from "../clickhouse/index.js";
+import type { Config } from "../config/index.js";
+import { createEdgeApp } from "../edge/app.js";
+import type { Logger } from "../observability/index.js";
+import { connectNats } from "./connect.js";
+
+/** A running edge process. */
+export interface RunningEdge {
+  port: number;
+  nc: NatsConnection;
+  keys: KeyStore;
+  clickhouse: ClickHouseClient;
+  app: ReturnType<typeof createEdgeApp>;
+  /** Stops accepting connections, answers what is in flight, closes connections. */
+  stop(): Promise<void>;
+}
+
+/** Builds every dependency of the edge from config. `listen: false` skips the HTTP server (tests use app.request). */
+export async function startEdge(config: Config, log: Logger, listen = true): Promise<RunningEdge> {
+  const nc = await connectNats(config, "tally-edge");
+  const jsm = await nc.jetstreamManager();
+  await ensureStreams(jsm, config);
+  const js = nc.jetstream();
+  const names = busNames(config.nats.prefix);
+  const keys = await KeyStore.open(js, names.keysBucket, config.nats.replicas, log);
+  await keys.start();
+  if (config.devMode) await keys.put(config.devKey, "dev admin key", ["admin"], "dev");
+  const clickhouse = createClickHouse(config.clickhouse);
+  const publisher = new GroupCommitPublisher(js, names, {
+    partitions: config.nats.partitions,
+    maxBytes: config.publish.maxBytes,
+    maxInflight: config.publish.maxInflight,
+    timeoutMs: config.publish.timeoutMs,
+    maxPendingBytes: config.publish.maxPendingBytes,
+  });
+  const watermarks = new Watermarks(jsm, names, config.nats.partitions);
+  const ready = async () => {
+    const [clickhouseOk, schema] = await Promise.all([
+      clickhouse.ping().then((r) => r.success),
+      isSchemaCurrent(clickhouse, config.clickhouse.database),
+    ]);
+    let natsOk = !nc.isClosed();
+    if (natsOk)
+      natsOk = await jsm.streams.info(names.stream).then(
+        () => true,
+        () => false,
+      );
+    return { nats: natsOk, clickhouse: clickhouseOk, schema };
+  };
+  const app = createEdgeApp({ config, log, publisher, keys, clickhouse, watermarks, ready });
+  let server: ServerType | null = null;
+  let port = config.http.port;
+  if (listen) {
+    await new Promise<void>((resolve) => {
+      server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
+        port = info.port;
+        resolve();
+      });
+    });
+    // Slowloris and stuck clients: bound how long a request may take to arrive.
+    (server as unknown as { requestTimeout: number; headersTimeout: number }).requestTimeout = 30_000;
+    (server as unknown as { headersTimeout: number }).headersTimeout = 10_000;
+  }
+  return {
+    port,
+    nc,
+    keys,
+    clickhouse,
+    app,
+    async stop() {
+      if (server !== null) {
+        const s = server;
+        await new Promise<void>((resolve) => s.close(() => resolve()));
+      }
+      await publisher.drain();
+      await keys.close();
+      await nc.drain();
+      await clickhouse.close();
+    },
+  };
+}

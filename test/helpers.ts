@@ -1,0 +1,108 @@
+import { randomBytes } from "node:crypto";
+import { inject } from "vitest";
+import { createClickHouse, migrate, queryRows, type ClickHouseClient } from "../src/clickhouse/index.js";
+import { loadConfig, type Config } from "../src/config/index.js";
+import { createLogger } from "../src/observability/index.js";
+import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
+import { startSink, type RunningSink } from "../src/runtime/sink.js";
+
+export const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
+
+/** A unique lowercase name for this test's NATS objects and ClickHouse database. */
+export function guid(): string {
+  return `t${randomBytes(5).toString("hex")}`;
+}
+
+/** Config pointing at the suite's servers, isolated by a fresh prefix and database. */
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  const id = guid();
+  return loadConfig({
+    TALLY_NATS_URL: inject("natsUrl"),
+    TALLY_CLICKHOUSE_URL: inject("clickhouseUrl"),
+    TALLY_NATS_PREFIX: id,
+    TALLY_CLICKHOUSE_DATABASE: id,
+    TALLY_STREAM_MAX_BYTES: String(256 * 1024 * 1024),
+    TALLY_SINK_LINGER_MS: "50",
+    TALLY_SINK_METRICS_PORT: "0",
+    TALLY_SINK_ACK_WAIT_MS: "3000",
+    TALLY_LOG_LEVEL: "silent",
+    ...overrides,
+  });
+}
+
+export const ADMIN_KEY = "tally_test_admin_key_0123456789";
+
+/** Env for a child `tally` process using the same config. */
+export function childEnv(config: Config): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    TALLY_NATS_URL: config.nats.url,
+    TALLY_CLICKHOUSE_URL: config.clickhouse.url,
+    TALLY_NATS_PREFIX: config.nats.prefix,
+    TALLY_CLICKHOUSE_DATABASE: config.clickhouse.database,
+    TALLY_PARTITIONS: String(config.nats.partitions),
+    TALLY_SINK_LINGER_MS: String(config.sink.lingerMs),
+    TALLY_SINK_ACK_WAIT_MS: String(config.sink.ackWaitMs),
+    TALLY_SINK_BATCH_ROWS: String(config.sink.batchRows),
+    TALLY_SINK_METRICS_PORT: "0",
+    TALLY_STREAM_MAX_BYTES: String(config.nats.streamMaxBytes),
+    TALLY_LOG_LEVEL: "warn",
+  };
+}
+
+/** Migrated database + edge (no listener; use `edge.app.request`) with an admin key. */
+export async function startTestEdge(config: Config): Promise<{ edge: RunningEdge; ch: ClickHouseClient }> {
+  const ch = createClickHouse(config.clickhouse);
+  await migrate(ch, config.clickhouse.database);
+  const edge = await startEdge(config, log, false);
+  await edge.keys.put(ADMIN_KEY, "test admin", ["admin"]);
+  return { edge, ch };
+}
+
+export async function startTestSink(config: Config): Promise<RunningSink> {
+  return startSink(config, log);
+}
+
+/** POSTs events as JSON to the in-process edge. */
+export async function post(
+  edge: RunningEdge,
+  body: unknown,
+  key = ADMIN_KEY,
+  headers: Record<string, string> = {},
+) {
+  const res = await edge.app.request("/v1/events", {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    body:
+      typeof body === "string" ? body : body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+export async function get(edge: RunningEdge, path: string, key = ADMIN_KEY) {
+  const res = await edge.app.request(path, { headers: { authorization: `Bearer ${key}` } });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+/** Polls until `fn` returns true or the timeout passes. */
+export async function eventually(
+  fn: () => Promise<boolean>,
+  timeoutMs = 30_000,
+  what = "condition",
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Distinct events in ClickHouse for the config's database (the counted number). */
+export async function distinctCount(ch: ClickHouseClient, db: string, where = "1"): Promise<number> {
+  const rows = await queryRows<{ n: string }>(
+    ch,
+    `SELECT toString(uniqExact(id)) AS n FROM ${db}.events WHERE ${where}`,
+  );
+  return Number(rows[0]!.n);
+}
