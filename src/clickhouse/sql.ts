@@ -111,7 +111,7 @@ export const sql = {
 
   /** Ledger rows for the given ids (the first-seen identity of each). */
   ledgerLookup: (db: string, ids: readonly string[]) =>
-    `SELECT id, customer, type, toString(ts) AS ts FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
+    `SELECT id, customer, type, toString(ts) AS ts_ms FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
 
   ledgerPartitions: (db: string) =>
     `SELECT DISTINCT partition FROM system.parts WHERE database = ${lit(db)} AND table = 'event_ids' AND active`,
@@ -125,9 +125,10 @@ export const sql = {
   /**
    * Events matching a filter, newest first, one row per id, keyset-paginated on (ts, id).
    * `LIMIT 1 BY` removes copies a crash between insert and ack may have written twice.
+   * NOTE: aliases must not shadow columns: ClickHouse resolves WHERE names to aliases first.
    */
   listEvents: (db: string, f: EventFilter, limit: number, after?: { ts: number; id: string }) =>
-    `SELECT id, type, customer, toString(ts) AS ts, toString(received) AS received, source, prop_keys, prop_values
+    `SELECT id, type, customer, toString(ts) AS ts_ms, toString(received) AS received_ms, source, prop_keys, prop_values
 FROM ${ident(db)}.events
 WHERE ${where(f)}${after ? ` AND (ts < ${lit(after.ts)} OR (ts = ${lit(after.ts)} AND id < ${lit(after.id)}))` : ""}
 ORDER BY ts DESC, id DESC

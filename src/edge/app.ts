@@ -159,7 +159,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     return c.json({
       data: rows.map(toApiEvent),
       next_cursor: last
-        ? Buffer.from(JSON.stringify({ ts: Number(last.ts), id: last.id })).toString("base64url")
+        ? Buffer.from(JSON.stringify({ ts: Number(last.ts_ms), id: last.id })).toString("base64url")
         : null,
       watermark: new Date(watermark).toISOString(),
     });
@@ -211,8 +211,8 @@ interface EventRow {
   id: string;
   type: string;
   customer: string;
-  ts: string;
-  received: string;
+  ts_ms: string;
+  received_ms: string;
   source: string;
   prop_keys: string[];
   prop_values: string[];
@@ -225,8 +225,8 @@ function toApiEvent(r: EventRow) {
     id: r.id,
     type: r.type,
     customer: r.customer,
-    time: new Date(Number(r.ts)).toISOString(),
-    received_at: new Date(Number(r.received)).toISOString(),
+    time: new Date(Number(r.ts_ms)).toISOString(),
+    received_at: new Date(Number(r.received_ms)).toISOString(),
     source: r.source === "" ? null : r.source,
     properties,
   };

@@ -54,7 +54,7 @@ export function parseRfc3339(s: string): number | null {
  */
 export function exactNumber(n: number): string | null {
   if (!Number.isFinite(n)) return null;
-  if (Number.isInteger(n) && !Number.isSafeInteger(n)) return null;
+  if (Number.isInteger(n)) return Number.isSafeInteger(n) ? String(n) : null;
   const text = String(n);
   const digits = text.replace(/e.*$/i, "").replace(/[-.]/g, "").replace(/^0+/, "").length;
   if (digits > L.maxNumberDigits) return null;

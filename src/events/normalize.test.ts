@@ -1,0 +1,156 @@
+import Big from "big.js";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { FieldError } from "../lib/errors.js";
+import { exactNumber, normalizeEvent, parseRfc3339 } from "./normalize.js";
+import { validateEvents } from "./validate.js";
+
+const now = Date.parse("2026-11-25T12:00:00Z");
+const ctx = { nowMs: now, backfillDays: 35 };
+
+function check(raw: unknown) {
+  const errors: FieldError[] = [];
+  const e = normalizeEvent(raw, 0, ctx, errors);
+  return { e, errors };
+}
+
+describe("normalizeEvent happy", () => {
+  it("defaults time to receive time and flattens nested properties", () => {
+    const { e, errors } = check({
+      id: "a",
+      type: "api_call",
+      customer: "c",
+      properties: { a: { b: 1, c: "x" }, d: true, n: null },
+    });
+    expect(errors).toEqual([]);
+    expect(e).toMatchObject({
+      timeMs: now,
+      receivedMs: now,
+      propKeys: ["a.b", "a.c", "d"],
+      propValues: ["1", "x", "true"],
+    });
+  });
+  it("accepts RFC 3339 with offset and epoch ms", () => {
+    expect(check({ id: "a", type: "t", customer: "c", time: "2026-11-25T13:00:00+01:00" }).e?.timeMs).toBe(
+      now,
+    );
+    expect(check({ id: "a", type: "t", customer: "c", time: now - 1000 }).e?.timeMs).toBe(now - 1000);
+  });
+  it("keeps decimal strings and exact numbers unchanged", () => {
+    const { e } = check({
+      id: "a",
+      type: "t",
+      customer: "c",
+      properties: { a: "0.1000000000000000000001", b: 0.1, c: 123.456, d: 1e-7 },
+    });
+    expect(e?.propValues).toEqual(["0.1000000000000000000001", "0.1", "123.456", "0.0000001"]);
+  });
+});
+
+describe("normalizeEvent errors", () => {
+  it("reports every bad field at once, naming each", () => {
+    const { e, errors } = check({
+      id: "",
+      type: "bad type!",
+      customer: 5,
+      time: "yesterday",
+      properties: { x: [1], y: 0.30000000000000004 },
+    });
+    expect(e).toBeNull();
+    expect(errors.map((x) => [x.field, x.code])).toEqual([
+      ["id", "required"],
+      ["customer", "invalid_type"],
+      ["type", "invalid_format"],
+      ["time", "invalid_format"],
+      ["properties.x", "invalid_type"],
+      ["properties.y", "imprecise_number"],
+    ]);
+    for (const x of errors) expect(x.message.length).toBeGreaterThan(5);
+  });
+  it("rejects times too far in the future or before the backfill horizon", () => {
+    expect(check({ id: "a", type: "t", customer: "c", time: now + 5 * 60_000 + 1 }).errors[0]?.code).toBe(
+      "too_far_in_future",
+    );
+    expect(check({ id: "a", type: "t", customer: "c", time: now + 5 * 60_000 }).errors).toEqual([]);
+    expect(
+      check({ id: "a", type: "t", customer: "c", time: now - 35 * 86_400_000 - 1 }).errors[0]?.code,
+    ).toBe("too_old");
+    expect(check({ id: "a", type: "t", customer: "c", time: "2026-02-30T00:00:00Z" }).errors[0]?.code).toBe(
+      "invalid_format",
+    );
+  });
+  it("enforces the documented limits", () => {
+    expect(check({ id: "x".repeat(257), type: "t", customer: "c" }).errors[0]).toMatchObject({
+      field: "id",
+      code: "too_long",
+    });
+    const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, i]));
+    expect(check({ id: "a", type: "t", customer: "c", properties: many }).errors[0]).toMatchObject({
+      code: "too_many",
+    });
+    expect(
+      check({ id: "a", type: "t", customer: "c", properties: { v: "x".repeat(4097) } }).errors[0],
+    ).toMatchObject({ code: "too_long" });
+    expect(check([1, 2]).errors[0]).toMatchObject({ code: "invalid_type" });
+  });
+});
+
+describe("validateEvents", () => {
+  it("keeps the first of repeated ids and counts the rest as duplicates", () => {
+    const r = validateEvents(
+      [
+        { id: "a", type: "t", customer: "c", time: now - 1 },
+        { id: "a", type: "t", customer: "c", time: now - 2 },
+        { id: "b", type: "t", customer: "c" },
+      ],
+      ctx,
+    );
+    expect(r.errors).toEqual([]);
+    expect(r.duplicates).toBe(1);
+    expect(r.events.map((e) => [e.id, e.timeMs])).toEqual([
+      ["a", now - 1],
+      ["b", now],
+    ]);
+  });
+});
+
+describe("properties", () => {
+  it("exactNumber returns the decimal the client wrote, or refuses", () => {
+    fc.assert(
+      fc.property(fc.double({ noNaN: true, noDefaultInfinity: true }), (n) => {
+        const s = exactNumber(n);
+        if (s !== null) expect(new Big(s).eq(new Big(String(n)))).toBe(true);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: -1e9, max: 1e9 }), fc.integer({ min: 0, max: 6 }), (i, scale) => {
+        const text = new Big(i).div(10 ** scale).toFixed();
+        expect(exactNumber(Number(text))).toBe(new Big(text).toFixed());
+      }),
+    );
+  });
+  it("parseRfc3339 agrees with Date for every valid instant", () => {
+    fc.assert(
+      fc.property(
+        fc.date({ min: new Date("1971-01-01"), max: new Date("2999-12-31"), noInvalidDate: true }),
+        (d) => {
+          expect(parseRfc3339(d.toISOString())).toBe(d.getTime());
+        },
+      ),
+    );
+  });
+  it("a million 0.1 quantities sum to exactly 100000", () => {
+    const v = exactNumber(0.1)!;
+    let sum = new Big(0);
+    for (let i = 0; i < 1_000_000; i++) sum = sum.plus(v);
+    expect(sum.toFixed()).toBe("100000");
+  });
+});
+
+describe("numbers beyond exact JSON range", () => {
+  it("refuses integers beyond 2^53 (send them as strings)", () => {
+    expect(exactNumber(1e21)).toBeNull();
+    expect(exactNumber(2 ** 53)).toBeNull();
+    expect(exactNumber(2 ** 53 - 1)).toBe("9007199254740991");
+  });
+});
