@@ -216,7 +216,7 @@ describe("errors", () => {
     const r = await post(edge, [
       { id: "ok-but-not-written", type: "t", customer: "bad" },
       { id: "b1", type: "t", customer: "bad", time: "2020-01-01T00:00:00Z" },
-      { type: "t", customer: "bad", properties: { n: 1.00000000000000001234 } },
+      { type: "t", customer: "bad" },
       { id: "b3", type: "t", customer: "bad", time: Date.now() + 3600_000 },
     ]);
     expect(r.status).toBe(400);
@@ -231,6 +231,19 @@ describe("errors", () => {
     expect((await jsm.streams.info(names.stream)).state.last_seq).toBe(before);
     await new Promise((res) => setTimeout(res, 300));
     expect(await countFor("bad")).toBe(0);
+  });
+
+  it("rejects JSON numbers that would lose precision instead of rounding them", async () => {
+    const body =
+      '[{"id":"p1","type":"t","customer":"imprecise","properties":{"q":1.00000000000000001234,"s":"1.00000000000000001234"}}]';
+    const r = await post(edge, body);
+    expect(r.status).toBe(400);
+    expect(r.body.error.details[0]).toMatchObject({ code: "imprecise_number" });
+    const ok = await post(
+      edge,
+      '[{"id":"p2","type":"t","customer":"imprecise","properties":{"q":1.5000000000000000000,"s":"1.00000000000000001234"}}]',
+    );
+    expect(ok.status).toBe(202);
   });
 
   it("rejects malformed bodies, unknown content types and oversized requests", async () => {

@@ -84,6 +84,7 @@ ORDER BY (customer, type, ts, id)`,
   customer String,
   type String,
   ts Int64,
+  fp String,
   bus_partition UInt16,
   seen_day Date
 ) ENGINE = ReplacingMergeTree
@@ -109,9 +110,9 @@ export const sql = {
   eventsTable: (db: string) => `${ident(db)}.events`,
   ledgerTable: (db: string) => `${ident(db)}.event_ids`,
 
-  /** Ledger rows for the given ids (the first-seen identity of each). */
+  /** Ledger rows for the given ids: the fingerprint of the copy that won for each. */
   ledgerLookup: (db: string, ids: readonly string[]) =>
-    `SELECT id, customer, type, toString(ts) AS ts_ms FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
+    `SELECT id, fp FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
 
   ledgerPartitions: (db: string) =>
     `SELECT DISTINCT partition FROM system.parts WHERE database = ${lit(db)} AND table = 'event_ids' AND active`,

@@ -70,6 +70,11 @@ export const envSchema = z.object({
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
   TALLY_DEV_MODE: bool(false),
+  /**
+   * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
+   * ClickHouse insert (events and ledger inserts alternate), before acking (0 = off). Never set this in production.
+   */
+  TALLY_FAULT_CRASH_AFTER_INSERT: int(0, 0),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -104,6 +109,8 @@ export interface Config {
     fetchMessages: number;
     metricsPort: number;
     metricsHost: string;
+    /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
+    crashAfterInsert: number;
   };
 }
 
@@ -164,6 +171,7 @@ export function toConfig(e: Env): Config {
       fetchMessages: e.TALLY_SINK_FETCH_MESSAGES,
       metricsPort: e.TALLY_SINK_METRICS_PORT,
       metricsHost: e.TALLY_SINK_METRICS_HOST,
+      crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,
     },
   };
 }

@@ -1,4 +1,5 @@
 import { gunzipSync } from "node:zlib";
+import Big from "big.js";
 import { tally } from "../gen/proto.js";
 import { ApiError, type FieldError } from "../lib/errors.js";
 
@@ -57,6 +58,62 @@ function text(body: Uint8Array): string {
   }
 }
 
+/** Runs of digits and dots this long may hold a number JSON.parse cannot represent exactly. */
+const longNumberHint = /[0-9.]{16,}/;
+
+/**
+ * JSON.parse rounds numbers to binary doubles and hides that it did. Finds numeric literals
+ * (outside strings) whose value is not exactly the double they parse to, so a quantity such as
+ * `1.00000000000000001234` is rejected instead of silently becoming `1`. A cheap regex keeps
+ * ordinary bodies on the fast path; only suspicious ones are scanned.
+ */
+export function inexactNumbers(json: string): { offset: number; literal: string }[] {
+  if (!longNumberHint.test(json)) return [];
+  const found: { offset: number; literal: string }[] = [];
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 92)
+        i++; // backslash escape
+      else if (c === 34) inString = false;
+      continue;
+    }
+    if (c === 34) {
+      inString = true;
+      continue;
+    }
+    if (c === 45 || (c >= 48 && c <= 57)) {
+      let j = i + 1;
+      while (j < json.length && /[0-9eE.+-]/.test(json[j]!)) j++;
+      const literal = json.slice(i, j);
+      const n = Number(literal);
+      try {
+        if (!Number.isFinite(n) || !new Big(literal).eq(new Big(n))) found.push({ offset: i, literal });
+      } catch {
+        // not a number literal; JSON.parse reports the syntax error
+      }
+      i = j - 1;
+    }
+  }
+  return found;
+}
+
+function rejectInexact(json: string, index: number | undefined): void {
+  const bad = inexactNumbers(json);
+  if (bad.length === 0) return;
+  throw new ApiError(
+    "invalid_events",
+    "body holds JSON numbers that cannot be represented exactly; send such quantities as decimal strings; nothing was accepted",
+    bad.slice(0, 100).map((b) => ({
+      ...(index === undefined ? {} : { index }),
+      field: "",
+      code: "imprecise_number",
+      message: `number ${b.literal.slice(0, 64)} at character ${b.offset} would lose precision; send it as a string`,
+    })),
+  );
+}
+
 /**
  * Decodes a request body into raw (unvalidated) events. Syntax errors are reported per line
  * for NDJSON (so a client can find the bad line) and for the whole body otherwise.
@@ -65,11 +122,13 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
   switch (format) {
     case "json": {
       let parsed: unknown;
+      const json = text(body);
       try {
-        parsed = JSON.parse(text(body));
+        parsed = JSON.parse(json);
       } catch (err: unknown) {
         throw new ApiError("invalid_request", `body is not valid JSON: ${(err as Error).message}`);
       }
+      rejectInexact(json, undefined);
       return Array.isArray(parsed) ? parsed : [parsed];
     }
     case "ndjson": {
@@ -80,8 +139,11 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
         const line = lines[i]!.trim();
         if (line === "") continue;
         try {
-          out.push(JSON.parse(line));
-        } catch {
+          const value: unknown = JSON.parse(line);
+          rejectInexact(line, out.length + errors.length);
+          out.push(value);
+        } catch (err: unknown) {
+          if (err instanceof ApiError) throw err;
           errors.push({
             index: out.length + errors.length,
             field: "",

@@ -154,3 +154,17 @@ describe("numbers beyond exact JSON range", () => {
     expect(exactNumber(2 ** 53 - 1)).toBe("9007199254740991");
   });
 });
+
+describe("inexactNumbers", () => {
+  it("finds only numbers outside strings that JSON.parse would round", async () => {
+    const { inexactNumbers } = await import("./decode.js");
+    expect(inexactNumbers('{"a":0.1,"b":"12345678901234567890","c":9007199254740991}')).toEqual([]);
+    expect(
+      inexactNumbers('{"a":12345678901234567890,"b":"x\\"1.00000000000000001"}').map((x) => x.literal),
+    ).toEqual(["12345678901234567890"]);
+    expect(inexactNumbers('{"a":1.00000000000000001234}').map((x) => x.literal)).toEqual([
+      "1.00000000000000001234",
+    ]);
+    expect(inexactNumbers('{"a":1.50000000000000000000}')).toEqual([]);
+  });
+});

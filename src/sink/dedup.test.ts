@@ -1,29 +1,58 @@
 import { describe, expect, it } from "vitest";
-import { dedup, uniqueIds } from "./dedup.js";
+import { dedup, fingerprint, uniqueIds } from "./dedup.js";
 
-const ev = (id: string, timeMs: number) => ({
+const ev = (id: string, timeMs: number, q = "1") => ({
   id,
   type: "t",
   customer: "c",
   timeMs,
   receivedMs: timeMs,
-  propKeys: [],
-  propValues: [],
+  propKeys: ["q"],
+  propValues: [q],
 });
+const day = Date.parse("2026-11-25T00:00:00Z");
 
 describe("dedup", () => {
-  it("keeps the first copy of an id in bus order and drops ids the ledger holds", () => {
-    const events = [ev("a", 1), ev("b", 2), ev("a", 3), ev("c", 4)];
-    expect(uniqueIds(events)).toEqual(["a", "b", "c"]);
-    const r = dedup(events, new Set(["c"]), 2, Date.parse("2026-11-25T00:00:00Z"));
+  it("keeps the first copy of an id within a batch and ledgers new ids", () => {
+    const events = [ev("a", 1), ev("b", 2), ev("a", 3)];
+    expect(uniqueIds(events)).toEqual(["a", "b"]);
+    const r = dedup(events, new Map(), 2, day);
     expect(r.rows.map((x) => [x.id, x.ts])).toEqual([
       ["a", 1],
       ["b", 2],
     ]);
-    expect(r.duplicates).toBe(2);
-    expect(r.ledger).toEqual([
-      { id: "a", customer: "c", type: "t", ts: 1, bus_partition: 2, seen_day: "2026-11-25" },
-      { id: "b", customer: "c", type: "t", ts: 2, bus_partition: 2, seen_day: "2026-11-25" },
+    expect(r.duplicates).toBe(1);
+    expect(r.ledger.map((l) => [l.id, l.fp, l.bus_partition, l.seen_day])).toEqual([
+      ["a", fingerprint(ev("a", 1)), 2, "2026-11-25"],
+      ["b", fingerprint(ev("b", 2)), 2, "2026-11-25"],
     ]);
+  });
+
+  it("drops a retry whose timestamp or content differs from the ledgered copy", () => {
+    const known = new Map([["a", fingerprint(ev("a", 1))]]);
+    const r = dedup([ev("a", 2), ev("a", 1, "9")], known, 0, day);
+    expect(r.rows).toEqual([]);
+    expect(r.duplicates).toBe(2);
+  });
+
+  it("rewrites the ledgered copy itself (redelivery after a crash) without a new ledger row", () => {
+    const known = new Map([["a", fingerprint(ev("a", 1))]]);
+    const r = dedup([{ ...ev("a", 1), receivedMs: 99 }], known, 0, day);
+    expect(r.rows.map((x) => x.id)).toEqual(["a"]);
+    expect(r.ledger).toEqual([]);
+    expect(r.rewrites).toBe(1);
+  });
+
+  it("fingerprints differ when any counted field differs", () => {
+    const base = fingerprint(ev("a", 1));
+    expect(fingerprint({ ...ev("a", 1), receivedMs: 5 })).toBe(base);
+    for (const other of [
+      ev("a", 2),
+      ev("a", 1, "2"),
+      { ...ev("a", 1), customer: "d" },
+      { ...ev("a", 1), source: "s" },
+    ]) {
+      expect(fingerprint(other)).not.toBe(base);
+    }
   });
 });

@@ -1,4 +1,5 @@
 import type { tally } from "../gen/proto.js";
+import { fnv1a32 } from "../lib/hash.js";
 
 type BusEvent = tally.v1.IBusEvent;
 
@@ -20,19 +21,38 @@ export interface LedgerRow {
   customer: string;
   type: string;
   ts: number;
+  fp: string;
   bus_partition: number;
   seen_day: string;
 }
 
 /** The outcome of deduplicating one sink batch. */
 export interface DedupResult {
+  /** Rows to write to `events`: new events and idempotent rewrites of ledgered ones. */
   rows: EventRow[];
+  /** Ledger rows to write (new ids only). */
   ledger: LedgerRow[];
-  /** Events dropped: a repeat within the batch, or an id the ledger already holds. */
+  /** Events dropped: another copy of the id (different content or timestamp) already won. */
   duplicates: number;
+  /** Ledgered events written again, identical to their first write (redelivery after a crash). */
+  rewrites: number;
 }
 
-/** First pass: ids of a batch in bus order, first occurrence only. */
+/**
+ * Fingerprint of everything that lands in an event row except `received`. Two copies with the
+ * same id and fingerprint produce identical rows (same sort key), so rewriting one is idempotent.
+ * 64 bits from two FNV-1a passes: cheap, and a collision could only make a differing retry
+ * be written as a second row with the same id, which the read path still counts once.
+ */
+export function fingerprint(e: BusEvent): string {
+  const keys = e.propKeys ?? [];
+  const values = e.propValues ?? [];
+  let s = `${e.customer ?? ""}\u0000${e.type ?? ""}\u0000${Number(e.timeMs ?? 0)}\u0000${e.source ?? ""}`;
+  for (let i = 0; i < keys.length; i++) s += `\u0000${keys[i]}\u0001${values[i] ?? ""}`;
+  return fnv1a32(s).toString(16).padStart(8, "0") + fnv1a32(`\u0002${s}`).toString(16).padStart(8, "0");
+}
+
+/** Distinct ids of a batch. */
 export function uniqueIds(events: readonly BusEvent[]): string[] {
   const seen = new Set<string>();
   for (const e of events) seen.add(e.id ?? "");
@@ -40,19 +60,21 @@ export function uniqueIds(events: readonly BusEvent[]): string[] {
 }
 
 /**
- * Keeps the first occurrence of each id that the ledger does not hold yet. Pure: the caller
- * looked `known` up in the ledger (partition-serial, so no concurrent writer of these ids).
+ * Decides, per event, whether it is written. Pure: the caller looked `known` (id → fingerprint
+ * of the winning copy) up in the ledger, and is the only writer of these ids (one serial worker
+ * per bus partition), so nothing changes the ledger between the lookup and the writes.
  *
- * Why presence alone decides: the sink writes `events` first and the ledger second. An id in
- * the ledger therefore has its event row already; a copy with the same id is either a bus
- * redelivery or a client retry (possibly with another timestamp or batch): both must not
- * count again. A crash between the two writes leaves no ledger row, so the redelivered
- * copy is written again as an identical row, which `ReplacingMergeTree` and the
- * one-row-per-id read path collapse.
+ * The ledger is written *before* the events, and the ack after both:
+ * - id unknown: this copy wins; write ledger row and event row.
+ * - id known with the same fingerprint: the winning copy itself, redelivered after a crash
+ *   (maybe before its event row was written): write the event row again (idempotent).
+ * - id known with another fingerprint: a retry with another timestamp, batch or content: drop.
+ * So all rows ever written for an id are identical, and every read path that collapses rows
+ * by id (`LIMIT 1 BY id`, `GROUP BY id`, `uniqExact(id)`) counts each event exactly once.
  */
 export function dedup(
   events: readonly BusEvent[],
-  known: ReadonlySet<string>,
+  known: ReadonlyMap<string, string>,
   partition: number,
   nowMs: number,
 ): DedupResult {
@@ -61,9 +83,16 @@ export function dedup(
   const taken = new Set<string>();
   const seenDay = new Date(nowMs).toISOString().slice(0, 10);
   let duplicates = 0;
+  let rewrites = 0;
   for (const e of events) {
     const id = e.id ?? "";
-    if (known.has(id) || taken.has(id)) {
+    if (taken.has(id)) {
+      duplicates++;
+      continue;
+    }
+    const fp = fingerprint(e);
+    const winner = known.get(id);
+    if (winner !== undefined && winner !== fp) {
       duplicates++;
       continue;
     }
@@ -79,14 +108,19 @@ export function dedup(
       prop_keys: e.propKeys ?? [],
       prop_values: e.propValues ?? [],
     });
-    ledger.push({
-      id,
-      customer: e.customer ?? "",
-      type: e.type ?? "",
-      ts,
-      bus_partition: partition,
-      seen_day: seenDay,
-    });
+    if (winner === undefined) {
+      ledger.push({
+        id,
+        customer: e.customer ?? "",
+        type: e.type ?? "",
+        ts,
+        fp,
+        bus_partition: partition,
+        seen_day: seenDay,
+      });
+    } else {
+      rewrites++;
+    }
   }
-  return { rows, ledger, duplicates };
+  return { rows, ledger, duplicates, rewrites };
 }

@@ -24,6 +24,11 @@ export const sinkMetrics = {
     help: "Events dropped as duplicates by id",
     registers: [registry],
   }),
+  rewrites: new Counter({
+    name: "tally_sink_rewrites_total",
+    help: "Ledgered events written again identically (redelivery after a crash)",
+    registers: [registry],
+  }),
   retries: new Counter({
     name: "tally_sink_insert_retries_total",
     help: "Retried ClickHouse operations after a retriable error",

@@ -24,10 +24,9 @@ const lookupChunk = 2000;
  * Moves one bus partition into ClickHouse. The partition is processed serially (one flush at
  * a time), which is what makes the ledger check race-free: no other writer handles these ids.
  *
- * Flush = ledger lookup → insert new events → insert their ledger rows → ack the messages.
- * The ack comes only after ClickHouse confirmed both inserts, so a crash at any point leads
- * to redelivery, which the ledger (or, for a crash between the two inserts, the read path's
- * one-row-per-id) absorbs.
+ * Flush = ledger lookup → insert ledger rows of new ids → insert event rows → ack the messages.
+ * The ack comes only after ClickHouse confirmed both inserts, so a crash at any point leads to
+ * redelivery, which the ledger's fingerprints absorb (see dedup()).
  */
 export class PartitionWorker {
   private buffer: Buffered[] = [];
@@ -135,21 +134,28 @@ export class PartitionWorker {
     try {
       const events = batch.flatMap((b) => b.events);
       const ids = uniqueIds(events);
-      const known = new Set<string>();
+      const known = new Map<string, string>();
       for (let i = 0; i < ids.length; i += lookupChunk) {
-        const found = await queryRows<{ id: string }>(
+        const found = await queryRows<{ id: string; fp: string }>(
           this.ch,
           sql.ledgerLookup(this.db, ids.slice(i, i + lookupChunk)),
         );
-        for (const r of found) known.add(r.id);
+        for (const r of found) known.set(r.id, r.fp);
       }
       const result = dedup(events, known, this.partition, Date.now());
+      // Ledger first (see dedup()): after a crash at any point the redelivered winning copy
+      // is recognised by its fingerprint and its event row is (re)written.
+      if (result.ledger.length > 0) {
+        await this.ch.insert({ table: this.ledgerTable, values: result.ledger, format: "JSONEachRow" });
+        injectCrash(this.cfg.sink.crashAfterInsert);
+      }
       if (result.rows.length > 0) {
         await this.ch.insert({ table: this.table, values: result.rows, format: "JSONEachRow" });
-        await this.ch.insert({ table: this.ledgerTable, values: result.ledger, format: "JSONEachRow" });
+        injectCrash(this.cfg.sink.crashAfterInsert);
       }
       m.inserted.inc(result.rows.length);
       m.duplicates.inc(result.duplicates);
+      m.rewrites.inc(result.rewrites);
       return "ack";
     } catch (err: unknown) {
       if (isPermanentInsertError(err)) {
@@ -206,6 +212,15 @@ export class PartitionWorker {
       msg.ack();
     }
   }
+}
+
+let insertsSoFar = 0;
+/**
+ * Fault injection (tests only): die like a killed process after the Nth ClickHouse insert,
+ * before the ack. Odd N falls between the ledger insert and its events insert; even N after both.
+ */
+function injectCrash(after: number): void {
+  if (after > 0 && ++insertsSoFar === after) process.kill(process.pid, "SIGKILL");
 }
 
 function sleep(ms: number): Promise<void> {
