@@ -25,6 +25,11 @@ export function registerDevCommand(program: Command): void {
         startNats({ dataDir: base.dataDir, detached: true }),
         startClickHouse({ dataDir: base.dataDir, detached: true }),
       ]);
+      // Whatever way this process ends, the servers it started end with it.
+      process.once("exit", () => {
+        nats.process.kill("SIGTERM");
+        clickhouse.process.kill("SIGTERM");
+      });
       const config = configOrExit({
         TALLY_NATS_URL: nats.url,
         TALLY_CLICKHOUSE_URL: clickhouse.url,

@@ -7,12 +7,20 @@ import { startEdge } from "../../runtime/edge.js";
 import { startSink } from "../../runtime/sink.js";
 import { configOrExit } from "../config.js";
 
-/** Runs `stop` once on SIGTERM/SIGINT, then exits; a second signal exits at once. */
+/**
+ * Runs `stop` once on SIGTERM/SIGINT, then exits. A repeated signal within 3 s is ignored
+ * (Ctrl-C under `npm run` delivers SIGINT both directly and forwarded by npm); a later one
+ * forces exit.
+ */
 export function onShutdown(log: Logger, stop: () => Promise<void>): void {
-  let stopping = false;
+  let stoppingSince = 0;
   const handler = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(1);
-    stopping = true;
+    if (stoppingSince > 0) {
+      if (Date.now() - stoppingSince < 3000) return;
+      log.warn({ signal }, "forced exit");
+      process.exit(1);
+    }
+    stoppingSince = Date.now();
     log.info({ signal }, "draining");
     stop().then(
       () => {
