@@ -65,7 +65,6 @@ export const envSchema = z.object({
   TALLY_SINK_LINGER_MS: int(200, 1),
   TALLY_SINK_MAX_INFLIGHT: int(4, 1),
   TALLY_SINK_ACK_WAIT_MS: int(30_000, 1000),
-  TALLY_SINK_FETCH_MESSAGES: int(64, 1),
   TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
@@ -106,7 +105,6 @@ export interface Config {
     lingerMs: number;
     maxInflight: number;
     ackWaitMs: number;
-    fetchMessages: number;
     metricsPort: number;
     metricsHost: string;
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
@@ -168,7 +166,6 @@ export function toConfig(e: Env): Config {
       lingerMs: e.TALLY_SINK_LINGER_MS,
       maxInflight: e.TALLY_SINK_MAX_INFLIGHT,
       ackWaitMs: e.TALLY_SINK_ACK_WAIT_MS,
-      fetchMessages: e.TALLY_SINK_FETCH_MESSAGES,
       metricsPort: e.TALLY_SINK_METRICS_PORT,
       metricsHost: e.TALLY_SINK_METRICS_HOST,
       crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,
