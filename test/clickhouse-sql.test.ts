@@ -394,3 +394,27 @@ describe("migrate()", () => {
     }
   });
 });
+
+describe("error classification against the real server", () => {
+  it("reads the numeric error code of 18.16 errors and classifies bad data as permanent", async () => {
+    const { createClickHouse, clickHouseErrorCode, isPermanentInsertError } =
+      await import("../src/clickhouse/index.js");
+    const { inject } = await import("vitest");
+    const client = createClickHouse({
+      url: inject("clickhouseUrl"),
+      user: "default",
+      password: "",
+      database: "default",
+      timeoutMs: 10_000,
+    });
+    try {
+      const syntax = await client.query({ query: "SELEC 1" }).catch((e: unknown) => e);
+      expect(clickHouseErrorCode(syntax)).toBe("62");
+      const parse = await client.query({ query: "SELECT toInt32('x')" }).catch((e: unknown) => e);
+      expect(isPermanentInsertError(parse)).toBe(true);
+      expect(isPermanentInsertError(new Error("socket hang up"))).toBe(false);
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -88,9 +88,11 @@ describe("sink crashes", () => {
         sink.kill("SIGKILL");
         expect(await exited(sink)).toBe("SIGKILL");
         kills++;
-        // Retry a few already-accepted ids while no sink runs, with other timestamps.
+        // Retry an accepted id while no sink runs, with another timestamp. Whichever copy the
+        // sink processes first wins (the original may sit unacked until ack_wait); the other must
+        // never be written, which idsWithDifferingRows checks.
         await post(edge, [
-          { id: `k-${r}-0`, type: "t", customer: "crash", time: Date.now() - 5000, properties: { q: "100" } },
+          { id: `k-${r}-0`, type: "t", customer: "crash", time: Date.now() - 5000, properties: { q: "1" } },
         ]);
         sink = spawnSink(config);
         children.push(sink);
@@ -111,6 +113,9 @@ describe("sink crashes", () => {
   });
 
   it("a crash between the ledger insert and the events insert, or before the ack, then redelivery, counts once", async () => {
+    // No sink of the previous test may still own the partitions.
+    for (const c of children) c.kill("SIGKILL");
+    await Promise.all(children.map(exited));
     // Insert #1 is the first ledger insert: the process dies before the event rows and the ack.
     const crashing = spawnSink(config, { TALLY_FAULT_CRASH_AFTER_INSERT: "1" });
     children.push(crashing);

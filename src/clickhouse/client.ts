@@ -22,6 +22,7 @@ const permanentCodes = new Set([
   "26", // CANNOT_PARSE_QUOTED_STRING
   "27", // CANNOT_PARSE_INPUT_ASSERTION_FAILED
   "33", // CANNOT_READ_ALL_DATA
+  "38", // CANNOT_PARSE_DATE
   "53", // TYPE_MISMATCH
   "62", // SYNTAX_ERROR
   "69", // ARGUMENT_OUT_OF_BOUND
@@ -37,6 +38,18 @@ const permanentCodes = new Set([
  * TOO_MANY_PARTS, memory limits, server restarts) is retriable.
  */
 export function isPermanentInsertError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && permanentCodes.has(code);
+  const code = clickHouseErrorCode(err);
+  return code !== undefined && permanentCodes.has(code);
+}
+
+/**
+ * The server's numeric error code. @clickhouse/client parses it from a message format that
+ * ClickHouse 18.16 does not use (no trailing `(TYPE_NAME)`), leaving `code` undefined there; the
+ * code is then read from the message's fixed `Code: N` prefix, which every version prints.
+ */
+export function clickHouseErrorCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === "string" && /^\d+$/.test(e.code)) return e.code;
+  if (typeof e?.message === "string") return /^Code: (\d+)/.exec(e.message)?.[1];
+  return undefined;
 }

@@ -1,4 +1,4 @@
-export { createClickHouse, isPermanentInsertError } from "./client.js";
+export { createClickHouse, isPermanentInsertError, clickHouseErrorCode } from "./client.js";
 export type { ClickHouseClient } from "./client.js";
 export { migrate, schemaVersion, isSchemaCurrent, queryRows } from "./migrate.js";
 export { sql, lit, ident, migrations, latestSchemaVersion } from "./sql.js";

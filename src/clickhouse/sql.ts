@@ -112,7 +112,7 @@ export const sql = {
 
   /** Ledger rows for the given ids: the fingerprint of the copy that won for each. */
   ledgerLookup: (db: string, ids: readonly string[]) =>
-    `SELECT id, fp FROM ${ident(db)}.event_ids WHERE id IN (${ids.map(lit).join(",")})`,
+    `SELECT id, fp FROM ${ident(db)}.event_ids WHERE ${ids.length === 0 ? "0" : `id IN (${ids.map(lit).join(",")})`}`,
 
   ledgerPartitions: (db: string) =>
     `SELECT DISTINCT partition FROM system.parts WHERE database = ${lit(db)} AND table = 'event_ids' AND active`,
@@ -136,12 +136,20 @@ ORDER BY ts DESC, id DESC
 LIMIT 1 BY id
 LIMIT ${lit(Math.trunc(limit))}`,
 
-  /** Sum of one property over distinct events, exact (Decimal128, scale 9). */
+  /**
+   * Sum of one property over distinct events, exact (Decimal128, scale 9). Values that are not
+   * plain decimals (`-?digits[.digits]`, at most 20 + 9 digits) are not summed but counted in
+   * `invalid`: 18.16 and 26 disagree on how toDecimal128 treats them, a regex does not.
+   */
   sumProperty: (db: string, f: EventFilter, property: string) =>
-    `SELECT toString(sum(v)) AS sum, toString(count()) AS events FROM (
-  SELECT id, any(toDecimal128(prop_values[indexOf(prop_keys, ${lit(property)})], 9)) AS v
+    `SELECT toString(sum(v)) AS sum, toString(count()) AS events, toString(countIf(NOT valid)) AS invalid FROM (
+  SELECT id, any(prop_values[indexOf(prop_keys, ${lit(property)})]) AS raw,
+    match(raw, ${lit(decimalPattern)}) AS valid, toDecimal128(if(valid, raw, '0'), 9) AS v
   FROM ${ident(db)}.events WHERE ${where(f)} AND has(prop_keys, ${lit(property)}) GROUP BY id)`,
 } as const;
+
+/** Property values summable exactly as Decimal128(9). */
+const decimalPattern = "^-?[0-9]{1,20}(\\.[0-9]{1,9})?$";
 
 /** Filters of the event debugger and counts. Times are epoch ms; `to` is exclusive. */
 export interface EventFilter {
