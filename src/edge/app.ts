@@ -12,6 +12,7 @@ import { bodyFormat, decodeContent, decodeEvents, parseRfc3339, validateEvents }
 import { ApiError } from "../lib/errors.js";
 import { registry, type Logger } from "../observability/index.js";
 import { requireScope } from "./auth.js";
+import { mountCompatRoutes } from "./compat/index.js";
 import type { EdgeEnv } from "./context.js";
 import { onError } from "./errors.js";
 import { countRejected, countAccepted } from "./metrics.js";
@@ -204,6 +205,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     return c.body(null, 204);
   });
 
+  mountCompatRoutes(app, deps);
   return app;
 }
 
