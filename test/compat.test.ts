@@ -325,6 +325,18 @@ describe("Stripe meter events (stripe SDK)", () => {
     expect(unknown.statusCode).toBe(401);
     const noScope = await rejection(stripeAt(READ_KEY).v2.billing.meterEventSession.create());
     expect(noScope.statusCode).toBe(403);
+
+    // Revoking the key that created a session ends the session.
+    const tempKey = `tally_tmp_${uid()}`;
+    const temp = await edge.keys.put(tempKey, "temp ingest", ["ingest"]);
+    const s2 = await stripeAt(tempKey).v2.billing.meterEventSession.create();
+    const send = () =>
+      stripeAt(s2.authentication_token).v2.billing.meterEventStream.create({
+        events: [{ event_name: "t", payload: { stripe_customer_id: `cus_${uid()}`, value: "1" } }],
+      });
+    await expect(send()).resolves.toBeDefined();
+    await edge.keys.revoke(temp.id);
+    expect((await rejection(send())).statusCode).toBe(401);
   });
 });
 
