@@ -1,0 +1,46 @@
+/**
+ * Benchmark dispatcher: `npm run bench -- <name> [args...]` runs `bench/<name>.ts`'s
+ * `main(args)`. Benchmarks live here, never in the test run.
+ */
+
+/** Every benchmark, with what it measures (shown when the name is missing or unknown). */
+const benches = {
+  ingest:
+    "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
+  rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
+} as const;
+
+type BenchName = keyof typeof benches;
+
+function isBench(name: string | undefined): name is BenchName {
+  return name !== undefined && Object.hasOwn(benches, name);
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(benches).map((n) => n.length));
+  const lines = Object.entries(benches).map(([n, what]) => `  ${n.padEnd(width)}  ${what}`);
+  return `usage: npm run bench -- <name> [args...]\n\navailable benches:\n${lines.join("\n")}\n`;
+}
+
+const [name, ...rest] = process.argv.slice(2);
+if (name === "--help" || name === "-h") {
+  process.stdout.write(usage());
+} else if (!isBench(name)) {
+  process.stderr.write(
+    `${name === undefined ? "no bench named" : `unknown bench '${name}'`}; ` +
+      `available: ${Object.keys(benches).join(", ")}\n\n${usage()}`,
+  );
+  process.exitCode = 2;
+} else {
+  try {
+    const mod = (await import(`./${name}.js`)) as { main(args: string[]): Promise<void> };
+    await mod.main(rest);
+  } catch (err: unknown) {
+    process.stderr.write(
+      `bench ${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exitCode = 1;
+  }
+  // A bench cleans up after itself; this only bounds the exit if a stray handle lingers.
+  setTimeout(() => process.exit(), 5000).unref();
+}
