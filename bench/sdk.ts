@@ -2,7 +2,7 @@
  * SDK benchmark: how many events per second one Node.js process can push through the `Tally`
  * client into a real edge (acknowledged = answered 202, i.e. durable in JetStream).
  *
- *   npm run bench -- sdk [--seconds 10] [--warmup 2] [--batch 5000] [--concurrency 4]
+ *   npm run bench -- sdk [--seconds 10] [--warmup 2] [--batch 5000] [--concurrency 4] [--sink 1]
  *   node dist/bench/sdk.js [same flags]          (after npm run build)
  *
  * 1. Starts nats-server and clickhouse-server in a temp dir, runs `tally migrate`, then
@@ -12,12 +12,14 @@
  *    (`trackAsync`), so the rate measured is what the edge acknowledges, not what is buffered.
  * 3. Reports acknowledged events/s in the window, track() cost, requests retried, and checks
  *    that every event tracked is countable in ClickHouse once (uniqExact) after close().
+ *    `--sink 0` runs no sink (the edge still acknowledges once JetStream stored the events): the
+ *    ingest path alone, without the sink and ClickHouse competing for the same cores.
  * 4. Prints a table, then one JSON line `{"bench":"sdk",...}` last. Every process started is
  *    stopped, also on failure or Ctrl-C.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -35,14 +37,15 @@ interface Args {
   warmup: number;
   batch: number;
   concurrency: number;
+  sink: number;
 }
 
 function parseArgs(args: string[]): Args {
-  const a: Args = { seconds: 10, warmup: 2, batch: 5000, concurrency: 4 };
+  const a: Args = { seconds: 10, warmup: 2, batch: 5000, concurrency: 4, sink: 1 };
   for (let i = 0; i < args.length; i += 2) {
     const k = args[i]?.replace(/^--/, "") as keyof Args | undefined;
     const v = Number(args[i + 1]);
-    if (k === undefined || !(k in a) || !Number.isFinite(v) || v <= 0)
+    if (k === undefined || !(k in a) || !Number.isFinite(v) || v < (k === "sink" ? 0 : 1))
       throw new Error(
         `usage: sdk [--seconds N] [--warmup N] [--batch N] [--concurrency N] (got ${args.join(" ")})`,
       );
@@ -101,6 +104,18 @@ async function waitHttp(url: string, p: Proc): Promise<void> {
     await sleep(100);
   }
   throw new Error(`${p.name} not ready:\n${p.output()}`);
+}
+
+/** CPU seconds (user + system) of a process, from /proc (Linux); null elsewhere. */
+function cpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return null;
+  }
 }
 
 async function chQuery(url: string, query: string): Promise<string> {
@@ -165,8 +180,8 @@ async function run(a: Args, onCleanup: (fn: () => Promise<void>) => void): Promi
     TALLY_DEV_MODE: "true",
   });
   onCleanup(() => edge.stop());
-  const sink = spawnProc("tally sink", [cli, "sink"], env);
-  onCleanup(() => sink.stop());
+  const sink = a.sink > 0 ? spawnProc("tally sink", [cli, "sink"], env) : null;
+  if (sink !== null) onCleanup(() => sink.stop());
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/healthz`, edge);
   progress(`edge on ${url}; tracking for ${a.warmup} s warmup + ${a.seconds} s`);
@@ -189,19 +204,37 @@ async function run(a: Args, onCleanup: (fn: () => Promise<void>) => void): Promi
   const t0 = performance.now();
   const windowStart = t0 + a.warmup * 1000;
   const windowEnd = windowStart + a.seconds * 1000;
+  const pids: Record<string, number | undefined> = {
+    "sdk (this process)": process.pid,
+    edge: edge.child.pid,
+    sink: sink?.child.pid,
+    "nats-server": nats.process.pid,
+    "clickhouse-server": ch.process.pid,
+  };
+  let cpuAtStart: Record<string, number | null> = {};
+  const cpuNow = () => Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   let ackAtStart = -1;
   let ackAtEnd = -1;
+  const cores: Record<string, number | null> = {};
   let tEnd = windowEnd;
   let tStart = windowStart;
   while (true) {
     const now = performance.now();
     if (ackAtStart < 0 && now >= windowStart) {
       ackAtStart = tally.stats().acknowledged;
+      cpuAtStart = cpuNow();
       tStart = now;
     }
     if (now >= windowEnd) {
       ackAtEnd = tally.stats().acknowledged;
       tEnd = now;
+      const cpuAtEnd = cpuNow();
+      for (const k of Object.keys(pids)) {
+        const a0 = cpuAtStart[k];
+        const a1 = cpuAtEnd[k];
+        cores[k] =
+          a0 == null || a1 == null ? null : Number(((a1 - a0) / ((tEnd - tStart) / 1000)).toFixed(2));
+      }
       break;
     }
     const s = process.hrtime.bigint();
@@ -240,7 +273,7 @@ async function run(a: Args, onCleanup: (fn: () => Promise<void>) => void): Promi
   progress("waiting until every acknowledged event is countable in ClickHouse");
   let countable = 0;
   const deadline = performance.now() + 120_000;
-  while (performance.now() < deadline) {
+  while (sink !== null && performance.now() < deadline) {
     countable = Number(await chQuery(ch.url, "SELECT uniqExact(id) FROM bench.events"));
     if (countable >= stats.acknowledged) break;
     await sleep(500);
@@ -256,15 +289,20 @@ async function run(a: Args, onCleanup: (fn: () => Promise<void>) => void): Promi
       `${(Number(trackNs) / i / 1000).toFixed(2)} µs (incl. validation + protobuf encode)`,
     ],
     ["buffer-full waits", String(fullWaits)],
+    ["load average (1 min) at end", os.loadavg()[0]!.toFixed(2)],
     ["batch size / concurrency", `${a.batch} / ${a.concurrency}`],
     ["requests retried", String(stats.retries)],
     ["failed events", String(stats.failed)],
     ["close() (final flush)", `${Math.round(closeMs)} ms`],
     [
       "countable in ClickHouse (uniqExact)",
-      `${countable.toLocaleString("en-US")} of ${stats.acknowledged.toLocaleString("en-US")}`,
+      sink === null
+        ? "not checked (--sink 0)"
+        : `${countable.toLocaleString("en-US")} of ${stats.acknowledged.toLocaleString("en-US")}`,
     ],
   ];
+  for (const [k, v] of Object.entries(cores))
+    rows.push([`CPU cores used: ${k}`, v === null ? "n/a" : v.toFixed(2)]);
   const w = Math.max(...rows.map((r) => r[0].length));
   process.stdout.write(`\nSDK bench (${os.cpus().length} cores, Node ${process.version})\n\n`);
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
@@ -279,13 +317,16 @@ async function run(a: Args, onCleanup: (fn: () => Promise<void>) => void): Promi
       failed: stats.failed,
       retries: stats.retries,
       countable,
+      sink: sink !== null,
       batch: a.batch,
       concurrency: a.concurrency,
+      cpu_cores: cores,
+      loadavg_1m: Number(os.loadavg()[0]!.toFixed(2)),
       track_us_per_event: Number((Number(trackNs) / i / 1000).toFixed(3)),
     })}\n`,
   );
   if (errors.length > 0) throw new Error(`${errors.length} batches failed; first: ${errors[0]!.message}`);
-  if (countable !== stats.acknowledged)
+  if (sink !== null && countable !== stats.acknowledged)
     throw new Error(`only ${countable} of ${stats.acknowledged} acknowledged events are countable`);
 }
 
