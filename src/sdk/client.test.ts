@@ -140,7 +140,8 @@ describe("batching and encoding", () => {
     for (let i = 0; i < 10; i++)
       client.track({ type: "t", customer: "c", properties: { blob: "x".repeat(3000) } });
     await client.flush();
-    expect(edge.received.map((r) => r.ids.length)).toEqual([3, 3, 3, 1]);
+    // Batches are sent concurrently, so they may arrive in any order.
+    expect(edge.received.map((r) => r.ids.length).sort()).toEqual([1, 3, 3, 3]);
   });
 
   it("keeps at most maxConcurrentRequests requests in flight", async () => {
