@@ -95,25 +95,12 @@ export async function startNats(opts: StartNatsOptions): Promise<ServerProcess> 
       "",
     ].join("\n"),
   );
-  const child = spawn("nats-server", ["-c", conf], {
-    stdio: ["ignore", "ignore", "pipe"],
-    detached: opts.detached ?? false,
-  });
-  writeFileSync(pidFile, String(child.pid));
-  let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
+  const { child, stderr } = spawnServer("nats-server", ["-c", conf], dir, pidFile, opts.detached);
   const url = `nats://127.0.0.1:${port}`;
-  await waitFor(
-    `nats-server on ${url}`,
-    child,
-    () => stderr,
-    async () => {
-      const res = await fetchOk(`http://127.0.0.1:${port}`).catch(() => false);
-      return res || (await tcpOpen(port));
-    },
-  );
+  await waitFor(`nats-server on ${url}`, child, stderr, async () => {
+    const res = await fetchOk(`http://127.0.0.1:${port}`).catch(() => false);
+    return res || (await tcpOpen(port));
+  });
   return wrap("nats-server", url, port, child, pidFile);
 }
 
@@ -184,27 +171,41 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
 </yandex>
 `,
   );
-  const child = spawn("clickhouse-server", ["--config-file", join(dir, "config.xml")], {
-    cwd: dir,
-    stdio: ["ignore", "ignore", "pipe"],
-    detached: opts.detached ?? false,
-  });
-  writeFileSync(pidFile, String(child.pid));
-  let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
+  const { child, stderr } = spawnServer(
+    "clickhouse-server",
+    ["--config-file", join(dir, "config.xml")],
+    dir,
+    pidFile,
+    opts.detached,
+  );
   const url = `http://127.0.0.1:${httpPort}`;
   await waitFor(
     `clickhouse-server on ${url}`,
     child,
     () => {
       const log = join(dir, "log", "clickhouse-server.err.log");
-      return stderr + (existsSync(log) ? readFileSync(log, "utf8").slice(-4000) : "");
+      return stderr() + (existsSync(log) ? readFileSync(log, "utf8").slice(-4000) : "");
     },
     () => fetchOk(`${url}/ping`),
   );
   return wrap("clickhouse-server", url, httpPort, child, pidFile);
+}
+
+/** Spawns a server, records its pid, and keeps the tail of its stderr for error messages. */
+function spawnServer(
+  bin: string,
+  args: string[],
+  cwd: string,
+  pidFile: string,
+  detached = false,
+): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(bin, args, { cwd, stdio: ["ignore", "ignore", "pipe"], detached });
+  writeFileSync(pidFile, String(child.pid));
+  let tail = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    tail = (tail + d.toString()).slice(-4000);
+  });
+  return { child, stderr: () => tail };
 }
 
 async function fetchOk(url: string): Promise<boolean> {
