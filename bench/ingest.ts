@@ -30,6 +30,8 @@
  * If the sink stops making progress, the ingest numbers are still measured and the end-to-end
  * ones are reported as failed, with what NATS sees of the sink (consumer state, pull requests).
  *
+ * BENCH_EDGE_NODE_OPTIONS is passed to the edge as NODE_OPTIONS (V8 heap flags and RSS).
+ *
  * --profile runs the edge and the sink with `node --cpu-prof` and prints their top self-time
  * functions and areas (profiling slows them down: use it to find limits, not for the numbers).
  */
@@ -302,11 +304,13 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
 
   // --- Edge: single events -----------------------------------------------------------------------
   progress(`edge single events, ${a.connections} connections, ${a.singleS} s`);
+  const metricsBeforeSingle = await scrapeAll(stack);
   let rss = new RssSampler(stack.edge.pid).start();
   cpu.begin();
   const single = await load(loadOpts("tally single", stack.edgeUrl, 1, a.singleS, bodies));
   cpuByPhase["tally single"] = cpu.end();
   const rssSingle = rss.stop();
+  const pipelineSingle = pipelineStats(metricsBeforeSingle, await scrapeAll(stack));
   accepted = await edgeAccepted(stack);
   const singleLoadEnd = performance.now();
   const singleCaught = await waitCountable(
@@ -344,6 +348,7 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   const batch = await load(loadOpts("tally batch", stack.edgeUrl, a.batchSize, a.batchS, bodies));
   cpuByPhase["tally batch (+sink)"] = cpu.end();
   const rssBatch = rss.stop();
+  const edgeMemory = await edgeMemoryMiB(stack);
   const batchEnd = performance.now();
   await markers.stopSending();
   accepted = await edgeAccepted(stack);
@@ -470,6 +475,8 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     edge_rss_idle_mb: round(rssIdle, 1),
     edge_rss_peak_single_mb: round(rssSingle, 1),
     edge_rss_peak_batch_mb: round(rssBatch, 1),
+    edge_memory_at_batch_end_mb: edgeMemory,
+    edge_node_options: process.env.BENCH_EDGE_NODE_OPTIONS ?? "",
     accepted_events: accepted,
     clickhouse_rows: rows,
     clickhouse_unique_ids: unique,
@@ -480,6 +487,7 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     batch_size: a.batchSize,
     profiled: a.profile,
     settings,
+    pipeline_single: pipelineSingle,
     pipeline: pipelineStats(metricsBefore, metricsAfter),
     clickhouse_work: {
       ...diffEvents(chBefore, chAfter),
@@ -552,6 +560,8 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
       TALLY_HTTP_HOST: "127.0.0.1",
       TALLY_HTTP_PORT: String(httpPort),
       TALLY_DEV_MODE: "true",
+      // e.g. BENCH_EDGE_NODE_OPTIONS="--max-semi-space-size=4" to see what V8 heap sizing does to RSS
+      NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS ?? "",
     },
   });
   cleanup.add("stop edge", () => edge.stop(15_000));
@@ -686,6 +696,23 @@ async function edgeAccepted(stack: Stack): Promise<number> {
     await sleep(200);
   }
   return last;
+}
+
+/** What the edge's resident memory is made of, from its own default metrics (prom-client). */
+async function edgeMemoryMiB(stack: Stack): Promise<Record<string, number>> {
+  try {
+    const res = await fetch(`${stack.edgeUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
+    const m = parseProm(await res.text());
+    const mib = (k: string) => round((m.get(k) ?? NaN) / 1024 ** 2, 1);
+    return {
+      rss: mib("process_resident_memory_bytes"),
+      heap_total: mib("nodejs_heap_size_total_bytes"),
+      heap_used: mib("nodejs_heap_size_used_bytes"),
+      external: mib("nodejs_external_memory_bytes"),
+    };
+  } catch {
+    return {};
+  }
 }
 
 /** Group-commit and sink-flush shape over the batch phase (and its drain). */
@@ -989,13 +1016,16 @@ function printReport(
       ]),
     ]),
   );
-  console.log(`\npipeline over the batch phase and its drain: ${JSON.stringify(r.pipeline)}`);
+  console.log(`\npipeline over the single phase: ${JSON.stringify(r.pipeline_single)}`);
+  console.log(`pipeline over the batch phase and its drain: ${JSON.stringify(r.pipeline)}`);
   console.log(
     `clickhouse over the same span (includes the bench's own count/marker polls): ${JSON.stringify(r.clickhouse_work)}`,
   );
   console.log(
     `edge RSS MB: idle ${fmt(r.edge_rss_idle_mb as number, 1)}, peak single ${fmt(r.edge_rss_peak_single_mb as number, 1)}, ` +
-      `peak batch ${fmt(r.edge_rss_peak_batch_mb as number, 1)}, VmHWM/peak ${fmt(r.edge_rss_mb as number, 1)}`,
+      `peak batch ${fmt(r.edge_rss_peak_batch_mb as number, 1)}, VmHWM/peak ${fmt(r.edge_rss_mb as number, 1)}; ` +
+      `at batch end ${JSON.stringify(r.edge_memory_at_batch_end_mb)}` +
+      (r.edge_node_options ? ` (edge NODE_OPTIONS: ${r.edge_node_options as string})` : ""),
   );
 
   if (profiles) {

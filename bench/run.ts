@@ -8,6 +8,7 @@ const benches = {
   ingest:
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
+  sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
 } as const;
 
 type BenchName = keyof typeof benches;

@@ -20,7 +20,14 @@ function has(bin) {
 const lock = "package-lock.json";
 const marker = "node_modules/.package-lock.json";
 if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000)) {
-  run("npm ci --no-audit --no-fund");
+  try {
+    run("npm ci --no-audit --no-fund");
+  } catch {
+    // npm ci refuses a lock file that lacks optional platform packages the registry does not serve
+    // (chdb's darwin/arm64 builds are missing from the registry mirror here); npm install honours
+    // the same locked versions and leaves package-lock.json unchanged.
+    run("npm install --no-audit --no-fund");
+  }
 }
 
 const missing = [
