@@ -17,6 +17,9 @@ interface Buffered {
   events: tally.v1.IBusEvent[];
 }
 
+/** Bus messages buffered per partition ahead of the flush (see run()). */
+const prefetchMessages = 256;
+
 /** Ids per ledger lookup query; keeps queries well under ClickHouse's max_query_size. */
 const lookupChunk = 2000;
 
@@ -56,9 +59,14 @@ export class PartitionWorker {
   /** Consumes until {@link stop}; resolves when the consume loop ended. */
   async run(): Promise<void> {
     const consumer = await this.js.consumers.get(this.names.stream, this.names.consumer(this.partition));
-    // Bounded by bytes: while a flush is in progress the loop below does not pull, and the
-    // client stops requesting more once this much is buffered (wait, never drop).
-    this.messages = await consumer.consume({ max_bytes: 16 * 1024 * 1024 });
+    // Bounded prefetch: the client stops requesting more once this many messages are buffered
+    // (wait, never drop). Each bus message is at most TALLY_PUBLISH_MAX_BYTES, so the buffer is
+    // at most prefetchMessages × that per partition.
+    // NOTE: not `max_bytes`: with nats.js 2.29 and nats-server 2.9, once the remaining byte
+    // budget is smaller than the next message the server answers "409 Message Size Exceeds
+    // MaxBytes", the client re-pulls at once with the same budget, and the consumer spins at tens
+    // of thousands of pulls per second without delivering anything (seen in `bench ingest`).
+    this.messages = await consumer.consume({ max_messages: prefetchMessages });
     for await (const msg of this.messages) {
       let events: tally.v1.IBusEvent[];
       try {
