@@ -1,6 +1,6 @@
 // Installs what `npm run dev`, `npm test` and `npm run bench` need on a fresh Debian machine with
 // only Node.js: npm packages (when node_modules is missing or older than package-lock.json) and
-// nats-server + clickhouse-server from Debian (when not on PATH). Idempotent and quiet when done.
+// nats-server, clickhouse-server and chromium from Debian (when not on PATH). Idempotent and quiet when done.
 import { execSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 
@@ -30,9 +30,11 @@ if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSyn
   }
 }
 
+// chromium: the customer usage page's browser test drives Debian's Chromium through playwright-core.
 const missing = [
   ["nats-server", "nats-server"],
   ["clickhouse-server", "clickhouse-server"],
+  ["chromium", "chromium"],
 ].filter(([bin]) => !has(bin));
 if (missing.length > 0) {
   const sudo = process.getuid && process.getuid() !== 0 ? "sudo " : "";

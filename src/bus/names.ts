@@ -8,6 +8,8 @@
  * | dead-letter stream | `TALLY_DLQ`, subjects `tally.dlq.<partition>` |
  * | sink consumers | `tally-sink-p<partition>` (durable, pull, one per partition) |
  * | API keys | KV bucket `tally_keys` |
+ * | catalog (meters, versioned) | KV bucket `tally_catalog` |
+ * | portal token signing key | KV bucket `tally_secrets` |
  */
 export interface BusNames {
   stream: string;
@@ -18,6 +20,8 @@ export interface BusNames {
   dlqSubjects: string;
   consumer: (partition: number) => string;
   keysBucket: string;
+  catalogBucket: string;
+  secretsBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -31,5 +35,7 @@ export function busNames(prefix: string): BusNames {
     dlqSubjects: `${prefix}.dlq.*`,
     consumer: (p) => `${prefix}-sink-p${p}`,
     keysBucket: `${prefix}_keys`,
+    catalogBucket: `${prefix}_catalog`,
+    secretsBucket: `${prefix}_secrets`,
   };
 }

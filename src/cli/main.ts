@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "commander";
 import { createLogger } from "../observability/index.js";
+import { registerCatalogCommand } from "./commands/catalog.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerDlqCommand } from "./commands/dlq.js";
 import { registerKeysCommand } from "./commands/keys.js";
@@ -14,6 +15,7 @@ registerServeCommands(program);
 registerDevCommand(program);
 registerDlqCommand(program);
 registerKeysCommand(program);
+registerCatalogCommand(program);
 registerRateCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -148,6 +148,138 @@ LIMIT ${lit(Math.trunc(limit))}`,
   FROM ${ident(db)}.events WHERE ${where(f)} AND has(prop_keys, ${lit(property)}) GROUP BY id)`,
 } as const;
 
+/**
+ * What a usage query reads. Built by `usage/` from a meter; every name and value in it reaches
+ * SQL through {@link lit}.
+ */
+export interface UsageSpec {
+  eventType: string;
+  /** One customer, or every customer (then grouped by customer). */
+  customer?: string | undefined;
+  fromMs: number;
+  toMs: number;
+  /** The property the aggregation reads (none for `count`). */
+  valueProperty?: string | undefined;
+  /** The value must be a plain decimal (sum, min, max, gauges). */
+  numeric: boolean;
+  filters: readonly UsageFilter[];
+  groupBy: readonly string[];
+  /** How each row is put in a window (see {@link bucketExpr}). */
+  bucket: { size: "none" | "minute" | "hour" | "day" | "month"; tz: string };
+}
+
+export type UsageFilter =
+  | { property: string; op: "equals" | "not_equals"; value: string }
+  | { property: string; op: "in" | "not_in"; values: readonly string[] }
+  | { property: string; op: "exists"; value: boolean };
+
+/** Aggregations computed inside ClickHouse, one value per (customer, groups, window). */
+export type SqlAggregation = "count" | "sum" | "min" | "max" | "unique_count" | "latest";
+
+const prop = (name: string) => `prop_values[indexOf(prop_keys, ${lit(name)})]`;
+
+function usageFilterSql(f: UsageFilter): string {
+  switch (f.op) {
+    case "equals":
+      return `(has(prop_keys, ${lit(f.property)}) AND ${prop(f.property)} = ${lit(f.value)})`;
+    case "not_equals":
+      return `NOT (has(prop_keys, ${lit(f.property)}) AND ${prop(f.property)} = ${lit(f.value)})`;
+    case "in":
+      return `(has(prop_keys, ${lit(f.property)}) AND has(${lit(f.values)}, ${prop(f.property)}))`;
+    case "not_in":
+      return `NOT (has(prop_keys, ${lit(f.property)}) AND has(${lit(f.values)}, ${prop(f.property)}))`;
+    case "exists":
+      return `${f.value ? "" : "NOT "}has(prop_keys, ${lit(f.property)})`;
+  }
+}
+
+/**
+ * The window a row falls in, as text: the epoch second of the window's start in the time zone
+ * (minute, hour, day: `toStartOf*` with a zone returns the true instant, so the two 02:00 hours
+ * of a DST fall-back stay apart), or the local date of the month's first day (months are mapped
+ * to instants by the caller). `none`: one window.
+ */
+function bucketExpr(b: UsageSpec["bucket"], tsCol: string): string {
+  const dt = `toDateTime(intDiv(${tsCol}, 1000))`;
+  switch (b.size) {
+    case "none":
+      return "'0'";
+    case "minute":
+      return `toString(toUnixTimestamp(toStartOfMinute(${dt}, ${lit(b.tz)})))`;
+    case "hour":
+      return `toString(toUnixTimestamp(toStartOfHour(${dt}, ${lit(b.tz)})))`;
+    case "day":
+      return `toString(toUnixTimestamp(toStartOfDay(${dt}, ${lit(b.tz)})))`;
+    case "month":
+      return `toString(toStartOfMonth(${dt}, ${lit(b.tz)}))`;
+  }
+}
+
+/**
+ * One row per event id matching the spec, in `[from, to)`: `u_id, u_c` (customer), `u_ts`,
+ * `u_v` (value text), `u_ok` (value is a plain decimal), `u_g0..` (group values, '' when absent).
+ * Collapsing by id is what keeps a sink crash's rewritten copies from counting twice.
+ */
+function dedupedEvents(db: string, s: UsageSpec, range: string): string {
+  const where = [`type = ${lit(s.eventType)}`, range];
+  if (s.customer !== undefined) where.unshift(`customer = ${lit(s.customer)}`);
+  if (s.valueProperty !== undefined) where.push(`has(prop_keys, ${lit(s.valueProperty)})`);
+  for (const f of s.filters) where.push(usageFilterSql(f));
+  const value = s.valueProperty === undefined ? "''" : prop(s.valueProperty);
+  const groups = s.groupBy.map((g, i) => `, any(${prop(g)}) AS u_g${i}`).join("");
+  return `SELECT id AS u_id, any(customer) AS u_c, any(ts) AS u_ts, any(${value}) AS u_v,
+    match(u_v, ${lit(decimalPattern)}) AS u_ok${groups}
+  FROM ${ident(db)}.events WHERE ${where.join(" AND ")} GROUP BY id`;
+}
+
+function groupCols(s: UsageSpec): string[] {
+  return [...(s.customer === undefined ? ["u_c"] : []), ...s.groupBy.map((_, i) => `u_g${i}`)];
+}
+
+/** Rows `u_c?, u_g*, bucket, value, valid, invalid` of an aggregation computed in ClickHouse. */
+export function usageAggregate(db: string, s: UsageSpec, agg: SqlAggregation, maxRows: number): string {
+  const dec = `toDecimal128(if(u_ok, u_v, '0'), 9)`;
+  const value: Record<SqlAggregation, string> = {
+    count: "toString(count())",
+    sum: `toString(sumIf(${dec}, u_ok))`,
+    min: `toString(minIf(${dec}, u_ok))`,
+    max: `toString(maxIf(${dec}, u_ok))`,
+    unique_count: "toString(uniqExact(u_v))",
+    latest: "argMax(u_v, (u_ts, u_id))",
+  };
+  const keys = [...groupCols(s), "bucket"];
+  return `SELECT ${groupCols(s)
+    .map((k) => `${k}, `)
+    .join("")}${bucketExpr(s.bucket, "u_ts")} AS bucket, ${value[agg]} AS value,
+  toString(${s.numeric ? "countIf(u_ok)" : "count()"}) AS valid, toString(${s.numeric ? "countIf(NOT u_ok)" : "0"}) AS invalid
+FROM (${dedupedEvents(db, s, `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}`)})
+GROUP BY ${keys.join(", ")}
+ORDER BY ${keys.join(", ")}
+LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
+/**
+ * Gauge points in `[from, to)`: per customer and group, the arrays of time, id and value
+ * (valid decimals only; the others counted in `invalid`). Ordering and time weighting happen
+ * in `usage/` with exact decimals.
+ */
+export function usageGaugePoints(db: string, s: UsageSpec, maxRows: number): string {
+  const keys = groupCols(s);
+  return `SELECT ${keys.map((k) => `${k}, `).join("")}groupArrayIf(toString(u_ts), u_ok) AS ts,
+  groupArrayIf(u_id, u_ok) AS ids, groupArrayIf(u_v, u_ok) AS vs, toString(countIf(NOT u_ok)) AS invalid
+FROM (${dedupedEvents(db, s, `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}`)})
+${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
+/** The gauge level carried into `from`: per customer and group, the newest valid value before it. */
+export function usageGaugeCarryIn(db: string, s: UsageSpec, maxRows: number): string {
+  const keys = groupCols(s);
+  return `SELECT ${keys.map((k) => `${k}, `).join("")}toString(max(u_ts)) AS ts, argMax(u_v, (u_ts, u_id)) AS v, count() AS n
+FROM (${dedupedEvents(db, s, `ts < ${lit(s.fromMs)}`)})
+WHERE u_ok
+${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
 /** Property values summable exactly as Decimal128(9). */
 const decimalPattern = "^-?[0-9]{1,20}(\\.[0-9]{1,9})?$";
 

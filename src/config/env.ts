@@ -68,6 +68,14 @@ export const envSchema = z.object({
   TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
+  /**
+   * Secret that signs portal tokens (at least 32 characters). Unset: a random secret is created
+   * once in NATS KV and shared by every edge.
+   */
+  TALLY_PORTAL_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** How often a live usage stream re-reads usage (ms). */
+  TALLY_USAGE_STREAM_INTERVAL_MS: int(500, 100),
+
   TALLY_DEV_MODE: bool(false),
   /**
    * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
@@ -100,6 +108,7 @@ export interface Config {
     maxEventsPerRequest: number;
   };
   publish: { maxBytes: number; maxInflight: number; timeoutMs: number; maxPendingBytes: number };
+  usage: { portalSecret: string | undefined; streamIntervalMs: number };
   sink: {
     batchRows: number;
     lingerMs: number;
@@ -161,6 +170,7 @@ export function toConfig(e: Env): Config {
       timeoutMs: e.TALLY_PUBLISH_TIMEOUT_MS,
       maxPendingBytes: e.TALLY_EDGE_MAX_PENDING_BYTES,
     },
+    usage: { portalSecret: e.TALLY_PORTAL_SECRET, streamIntervalMs: e.TALLY_USAGE_STREAM_INTERVAL_MS },
     sink: {
       batchRows: e.TALLY_SINK_BATCH_ROWS,
       lingerMs: e.TALLY_SINK_LINGER_MS,

@@ -2,7 +2,9 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { z } from "zod";
-import type { KeyStore } from "../auth/index.js";
+import type { KeyStore, PortalTokens } from "../auth/index.js";
+import type { CatalogStore } from "../catalog/index.js";
+import type { UsageStreams } from "../usage/stream.js";
 import { scopes } from "../auth/index.js";
 import type { GroupCommitPublisher, Watermarks } from "../bus/index.js";
 import type { ClickHouseClient } from "../clickhouse/index.js";
@@ -13,6 +15,8 @@ import { ApiError } from "../lib/errors.js";
 import { registry, type Logger } from "../observability/index.js";
 import { requireScope } from "./auth.js";
 import { mountCompatRoutes } from "./compat/index.js";
+import { mountPortal } from "./portal.js";
+import { mountUsageRoutes } from "./usage-routes.js";
 import type { EdgeEnv } from "./context.js";
 import { onError } from "./errors.js";
 import { countRejected, countAccepted } from "./metrics.js";
@@ -25,6 +29,9 @@ export interface EdgeDeps {
   keys: KeyStore;
   clickhouse: ClickHouseClient;
   watermarks: Watermarks;
+  catalog: CatalogStore;
+  portalTokens: PortalTokens;
+  usageStreams: UsageStreams;
   /** Readiness probe of NATS, ClickHouse and the schema. */
   ready: () => Promise<Record<string, boolean>>;
   now?: () => number;
@@ -206,6 +213,8 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   });
 
   mountCompatRoutes(app, deps);
+  mountUsageRoutes(app, deps);
+  mountPortal(app, deps);
   return app;
 }
 

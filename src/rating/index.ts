@@ -3,6 +3,8 @@ export { BillingPeriod, billingPeriod, resolvePeriod } from "./period.js";
 export type { PlanLike, RatingInput, SubscriptionChange, UsageInput } from "./rate.js";
 export { CompiledPlan, compilePlan } from "./pricing.js";
 export {
+  issuesFromZod,
+  parseYamlExact,
   parseCatalog,
   parseSubscription,
   parseUsage,

@@ -1,6 +1,8 @@
 import { serve, type ServerType } from "@hono/node-server";
 import type { NatsConnection } from "nats";
-import { KeyStore } from "../auth/index.js";
+import { KeyStore, PortalTokens } from "../auth/index.js";
+import { CatalogStore } from "../catalog/index.js";
+import { UsageStreams } from "../usage/stream.js";
 import { busNames, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
 import { createClickHouse, isSchemaCurrent, type ClickHouseClient } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
@@ -13,6 +15,8 @@ export interface RunningEdge {
   port: number;
   nc: NatsConnection;
   keys: KeyStore;
+  catalog: CatalogStore;
+  portalTokens: PortalTokens;
   clickhouse: ClickHouseClient;
   app: ReturnType<typeof createEdgeApp>;
   /** Stops accepting connections, answers what is in flight, closes connections. */
@@ -38,6 +42,19 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     maxPendingBytes: config.publish.maxPendingBytes,
   });
   const watermarks = new Watermarks(jsm, names, config.nats.partitions);
+  const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
+  await catalog.start();
+  const portalTokens = await PortalTokens.open(
+    js,
+    names.secretsBucket,
+    config.nats.replicas,
+    config.usage.portalSecret,
+  );
+  const usageStreams = new UsageStreams(
+    { clickhouse, database: config.clickhouse.database, watermarks },
+    log,
+    config.usage.streamIntervalMs,
+  );
   const ready = async () => {
     const [clickhouseOk, schema] = await Promise.all([
       clickhouse.ping().then((r) => r.success),
@@ -51,7 +68,18 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
       );
     return { nats: natsOk, clickhouse: clickhouseOk, schema };
   };
-  const app = createEdgeApp({ config, log, publisher, keys, clickhouse, watermarks, ready });
+  const app = createEdgeApp({
+    config,
+    log,
+    publisher,
+    keys,
+    clickhouse,
+    watermarks,
+    catalog,
+    portalTokens,
+    usageStreams,
+    ready,
+  });
   let server: ServerType | null = null;
   let port = config.http.port;
   if (listen) {
@@ -69,15 +97,20 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     port,
     nc,
     keys,
+    catalog,
+    portalTokens,
     clickhouse,
     app,
     async stop() {
+      // Live usage streams never end by themselves: end them before waiting for connections.
+      usageStreams.close();
       if (server !== null) {
         const s = server;
         await new Promise<void>((resolve) => s.close(() => resolve()));
       }
       await publisher.drain();
       await keys.close();
+      await catalog.close();
       await nc.drain();
       await clickhouse.close();
     },

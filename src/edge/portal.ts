@@ -1,0 +1,253 @@
+import { randomBytes } from "node:crypto";
+import type { Context, Hono } from "hono";
+import { DateTime } from "luxon";
+import type { PortalGrant } from "../auth/index.js";
+import type { Meter } from "../catalog/index.js";
+import { isValidZone, queryUsage, type UsageDeps, type UsageResult } from "../usage/index.js";
+import type { EdgeDeps } from "./app.js";
+import type { EdgeEnv } from "./context.js";
+
+/*
+ * The customer usage page: `GET /portal?token=<portal token>[&tz=Europe/Berlin]`.
+ *
+ * Server-rendered HTML and SVG (no client framework, no charting bundle): one panel per meter
+ * with the current calendar month's total and a per-day chart, both from the same query path as
+ * the usage API. A small inline script follows `/v1/usage/stream` per meter and, when the numbers
+ * change, swaps in the panel re-rendered by `GET /portal/panel` — one renderer, on the server.
+ * The token is the only credential and pins the customer; nothing on the page takes a customer
+ * from anywhere else.
+ */
+
+const esc = (s: string) =>
+  s.replace(
+    /[&<>"']/g,
+    (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]!,
+  );
+
+/** `1234567.5` → `1,234,567.5` without going through a float. */
+export function groupDigits(v: string): string {
+  const [int = "0", frac] = v.split(".");
+  const neg = int.startsWith("-");
+  const digits = neg ? int.slice(1) : int;
+  const grouped = digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  return `${neg ? "-" : ""}${grouped}${frac === undefined ? "" : `.${frac}`}`;
+}
+
+interface Period {
+  fromMs: number;
+  toMs: number;
+}
+
+function currentPeriod(nowMs: number, tz: string): Period {
+  const start = DateTime.fromMillis(nowMs, { zone: tz }).startOf("month");
+  return { fromMs: start.toMillis(), toMs: start.plus({ months: 1 }).toMillis() };
+}
+
+interface PanelData {
+  meter: Meter;
+  total: UsageResult;
+  daily: UsageResult;
+}
+
+async function panelData(
+  deps: UsageDeps,
+  meter: Meter,
+  customer: string,
+  p: Period,
+  tz: string,
+): Promise<PanelData> {
+  const base = { meter, customer, fromMs: p.fromMs, toMs: p.toMs, tz };
+  const [total, daily] = await Promise.all([
+    queryUsage(deps, base),
+    queryUsage(deps, { ...base, window: "day" }),
+  ]);
+  return { meter, total, daily };
+}
+
+const aggregationLabel: Record<Meter["aggregation"], string> = {
+  count: "total this month",
+  sum: "total this month",
+  min: "lowest this month",
+  max: "highest this month",
+  unique_count: "distinct this month",
+  latest: "latest value",
+  time_weighted_sum: "total this month",
+  time_weighted_avg: "time-weighted average this month",
+  peak: "peak this month",
+};
+
+/** A bar chart of the daily values, as inline SVG with an accessible name and a data table twin. */
+function chart(p: PanelData, tz: string): string {
+  const rows = p.daily.data;
+  const values = rows.map((r) => (r.value === null ? 0 : Number(r.value))); // pixel heights only
+  const max = Math.max(0, ...values);
+  const w = 620;
+  const h = 160;
+  const pad = 20;
+  const bw = (w - pad) / Math.max(rows.length, 1);
+  const id = `chart-${p.meter.key}`;
+  const bars = rows
+    .map((r, i) => {
+      const bh = max === 0 ? 0 : ((values[i] ?? 0) / max) * (h - pad - 4);
+      const day = DateTime.fromISO(r.from, { zone: tz }).toFormat("d LLL");
+      const label = `${day}: ${r.value === null ? "no data" : groupDigits(r.value)}`;
+      const x = pad + i * bw;
+      const tick =
+        i % 5 === 0
+          ? `<text x="${(x + bw / 2).toFixed(1)}" y="${h - 4}" font-size="10" text-anchor="middle" fill="#555">${esc(DateTime.fromISO(r.from, { zone: tz }).toFormat("d"))}</text>`
+          : "";
+      return `<rect x="${(x + 1).toFixed(1)}" y="${(h - pad - bh).toFixed(1)}" width="${Math.max(bw - 2, 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="#3b6fd8"><title>${esc(label)}</title></rect>${tick}`;
+    })
+    .join("");
+  const table = rows
+    .map(
+      (r) =>
+        `<tr><th scope="row">${esc(DateTime.fromISO(r.from, { zone: tz }).toFormat("d LLL"))}</th><td>${r.value === null ? "–" : esc(groupDigits(r.value))}</td></tr>`,
+    )
+    .join("");
+  const name = p.meter.name ?? p.meter.key;
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-labelledby="${id}-t" preserveAspectRatio="none">
+<title id="${id}-t">${esc(`${name} per day this month; highest day ${groupDigits(String(max))}`)}</title>
+<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#999" stroke-width="1"/>${bars}</svg>
+<details><summary>Daily values</summary><table><thead><tr><th scope="col">Day</th><th scope="col">${esc(name)}</th></tr></thead><tbody>${table}</tbody></table></details>`;
+}
+
+function renderPanel(p: PanelData, tz: string): string {
+  const name = p.meter.name ?? p.meter.key;
+  const value = p.total.data[0]?.value ?? null;
+  const unit = p.meter.unit === undefined ? "" : ` <span class="unit">${esc(p.meter.unit)}</span>`;
+  return `<section class="panel" id="panel-${esc(p.meter.key)}" data-meter="${esc(p.meter.key)}" aria-labelledby="h-${esc(p.meter.key)}">
+<h2 id="h-${esc(p.meter.key)}">${esc(name)}</h2>
+<p class="total"><span class="value" data-value="${value === null ? "" : esc(value)}">${value === null ? "–" : esc(groupDigits(value))}</span>${unit}
+<span class="label">${esc(aggregationLabel[p.meter.aggregation])}</span></p>
+${chart(p, tz)}
+<p class="wm">Up to date as of <time datetime="${esc(p.total.watermark)}">${esc(formatWatermark(p.total.watermark, tz))}</time></p>
+</section>`;
+}
+
+function formatWatermark(iso: string, tz: string): string {
+  return DateTime.fromISO(iso, { zone: tz }).toFormat("d LLL yyyy, HH:mm:ss ZZZZ");
+}
+
+function page(nonce: string, body: string, title: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>${esc(title)}</title>
+<style nonce="${nonce}">
+:root{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;background:#f6f7f9}
+body{margin:0;padding:1rem;max-width:52rem;margin-inline:auto}
+h1{font-size:1.4rem;margin:.5rem 0 1rem}
+.panel{background:#fff;border-radius:.6rem;padding:1rem;margin-bottom:1rem;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.panel h2{font-size:1.05rem;margin:0 0 .3rem}
+.total{margin:.2rem 0 .6rem}.total .value{font-size:2rem;font-weight:600;font-variant-numeric:tabular-nums}
+.total .label,.unit{color:#555}.label{display:block;font-size:.85rem}
+.chart{width:100%;height:10rem;display:block}
+.wm{font-size:.8rem;color:#555;margin:.4rem 0 0}
+details{font-size:.85rem;margin-top:.4rem}table{border-collapse:collapse}td,th{padding:.1rem .6rem;text-align:right}
+#live{font-size:.8rem;color:#555}
+@media (max-width:30rem){.total .value{font-size:1.6rem}body{padding:.5rem}}
+</style></head><body>${body}</body></html>`;
+}
+
+function tokenOf(c: Context<EdgeEnv>, deps: EdgeDeps): PortalGrant | null {
+  const token = c.req.query("token");
+  return token === undefined ? null : deps.portalTokens.verify(token);
+}
+
+function securityHeaders(c: Context<EdgeEnv>, nonce: string): void {
+  c.header(
+    "Content-Security-Policy",
+    `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'`,
+  );
+  c.header("Referrer-Policy", "no-referrer");
+  c.header("Cache-Control", "no-store");
+  c.header("X-Content-Type-Options", "nosniff");
+}
+
+/** The customer usage page and its panel fragments. */
+export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
+  const now = deps.now ?? Date.now;
+  const usageDeps: UsageDeps = {
+    clickhouse: deps.clickhouse,
+    database: deps.config.clickhouse.database,
+    watermarks: deps.watermarks,
+  };
+  const zoneOf = (c: Context<EdgeEnv>) => {
+    const tz = c.req.query("tz");
+    return tz !== undefined && isValidZone(tz) ? tz : "UTC";
+  };
+
+  app.get("/portal", async (c) => {
+    const nonce = randomBytes(16).toString("base64");
+    securityHeaders(c, nonce);
+    const grant = tokenOf(c, deps);
+    if (grant === null) {
+      return c.html(
+        page(
+          nonce,
+          `<main><h1>Link expired</h1><p>This usage link is invalid or has expired. Ask for a new one.</p></main>`,
+          "Usage",
+        ),
+        401,
+      );
+    }
+    const tz = zoneOf(c);
+    const period = currentPeriod(now(), tz);
+    const meters = deps.catalog.list();
+    const panels = await Promise.all(meters.map((m) => panelData(usageDeps, m, grant.customer, period, tz)));
+    const month = DateTime.fromMillis(period.fromMs, { zone: tz }).toFormat("LLLL yyyy");
+    const token = c.req.query("token")!;
+    const streams = meters.map((m) => ({
+      meter: m.key,
+      stream: `/v1/usage/stream?${new URLSearchParams({ meter: m.key, window: "day", from: String(period.fromMs), to: String(period.toMs), tz, token }).toString()}`,
+      panel: `/portal/panel?${new URLSearchParams({ meter: m.key, tz, token }).toString()}`,
+    }));
+    const body = `<main>
+<h1>Usage for ${esc(grant.customer)} · ${esc(month)}</h1>
+<p id="live" role="status" aria-live="polite">Connecting to live updates…</p>
+${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => renderPanel(p, tz)).join("\n")}
+</main>
+<script nonce="${nonce}">
+(() => {
+  const streams = ${JSON.stringify(streams).replace(/</g, "\\u003c")};
+  const live = document.getElementById("live");
+  const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone: ${JSON.stringify(tz)} });
+  let open = 0;
+  for (const s of streams) {
+    const es = new EventSource(s.stream);
+    let refreshing = Promise.resolve();
+    es.addEventListener("open", () => { open++; live.textContent = "Live: updates appear within seconds."; });
+    es.addEventListener("error", () => { live.textContent = "Reconnecting to live updates…"; });
+    es.addEventListener("usage", () => {
+      refreshing = refreshing.then(async () => {
+        const res = await fetch(s.panel, { cache: "no-store" });
+        if (!res.ok) return;
+        const html = await res.text();
+        const el = document.querySelector('[data-meter="' + CSS.escape(s.meter) + '"]');
+        if (el) el.outerHTML = html;
+      }).catch(() => {});
+    });
+    es.addEventListener("watermark", (e) => {
+      const wm = JSON.parse(e.data).watermark;
+      const t = document.querySelector('[data-meter="' + CSS.escape(s.meter) + '"] .wm time');
+      if (t) { t.setAttribute("datetime", wm); t.textContent = fmt.format(new Date(wm)); }
+    });
+  }
+})();
+</script>`;
+    return c.html(page(nonce, body, `Usage · ${grant.customer}`));
+  });
+
+  app.get("/portal/panel", async (c) => {
+    c.header("Cache-Control", "no-store");
+    const grant = tokenOf(c, deps);
+    if (grant === null) return c.text("invalid or expired portal token", 401);
+    const meter = deps.catalog.get(c.req.query("meter") ?? "");
+    if (meter === undefined) return c.text("no such meter", 404);
+    const tz = zoneOf(c);
+    const p = await panelData(usageDeps, meter, grant.customer, currentPeriod(now(), tz), tz);
+    return c.html(renderPanel(p, tz));
+  });
+}

@@ -1,0 +1,325 @@
+import type { Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { createMiddleware } from "hono/factory";
+import { streamSSE } from "hono/streaming";
+import { DateTime } from "luxon";
+import { z } from "zod";
+import { hasScope, maxPortalTokenSeconds, portalTokenPrefix } from "../auth/index.js";
+import { CatalogInputError, meterKeyPattern, parseMeters, validateMeter } from "../catalog/index.js";
+import { parseRfc3339 } from "../events/index.js";
+import { ApiError } from "../lib/errors.js";
+import {
+  isValidZone,
+  queryUsage,
+  UsageRequestError,
+  windowSizes,
+  type UsageRequest,
+} from "../usage/index.js";
+import type { EdgeDeps } from "./app.js";
+import { requireScope } from "./auth.js";
+import type { EdgeEnv } from "./context.js";
+
+/** Longest range one usage question may cover. */
+const maxRangeDays = 400;
+
+/** Most bytes of a catalog document sent to `POST /v1/catalog`. */
+const maxCatalogBytes = 1024 * 1024;
+
+const timeParam = z.string().transform((s, ctx) => {
+  const ms = /^\d+$/.test(s) ? Number(s) : parseRfc3339(s);
+  if (ms === null || !Number.isSafeInteger(ms)) {
+    ctx.addIssue({ code: "custom", message: "must be RFC 3339 or epoch milliseconds" });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const usageQuery = z.object({
+  meter: z.string({ error: "is required" }).regex(meterKeyPattern, "must be a meter key"),
+  customer: z.string().min(1).max(256).optional(),
+  from: timeParam.optional(),
+  to: timeParam.optional(),
+  window: z.enum(windowSizes, { error: `must be one of ${windowSizes.join(", ")}` }).optional(),
+  tz: z
+    .string()
+    .max(64)
+    .refine(isValidZone, "must be an IANA time zone such as UTC or Europe/Berlin")
+    .default("UTC"),
+  group_by: z
+    .string()
+    .max(1000)
+    .transform((s) =>
+      s
+        .split(",")
+        .map((g) => g.trim())
+        .filter((g) => g !== ""),
+    )
+    .optional(),
+  token: z.string().optional(),
+});
+
+function parseQuery<T extends z.ZodType>(schema: T, query: Record<string, string>): z.infer<T> {
+  const r = schema.safeParse(query);
+  if (!r.success) {
+    throw new ApiError(
+      "invalid_request",
+      r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+      r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
+    );
+  }
+  return r.data;
+}
+
+function invalid(field: string, message: string): ApiError {
+  return new ApiError("invalid_request", `${field}: ${message}`, [{ field, code: "invalid", message }]);
+}
+
+/**
+ * Usage readers: an API key with the `read` scope (`Authorization: Bearer tally_…`), or a
+ * portal token (`Bearer tp1.…`, or `?token=tp1.…` for browsers' EventSource, which cannot set
+ * headers). API keys are never accepted in the URL. A portal token pins the customer.
+ */
+function requireUsageReader(deps: EdgeDeps) {
+  return createMiddleware<EdgeEnv>(async (c, next) => {
+    const header = c.req.header("authorization");
+    const bearer =
+      header !== undefined && /^bearer\s+/i.test(header)
+        ? header.replace(/^bearer\s+/i, "").trim()
+        : undefined;
+    const presented = bearer ?? c.req.query("token");
+    if (presented === undefined)
+      throw new ApiError("unauthorized", "missing Authorization: Bearer <api key or portal token>");
+    if (presented.startsWith(portalTokenPrefix)) {
+      const grant = deps.portalTokens.verify(presented);
+      if (grant === null) throw new ApiError("unauthorized", "invalid or expired portal token");
+      c.set("portal", grant);
+      return next();
+    }
+    if (bearer === undefined)
+      throw new ApiError("unauthorized", "API keys go in the Authorization header, never in the URL");
+    const rec = deps.keys.verify(bearer);
+    if (rec === null) throw new ApiError("unauthorized", "unknown or revoked API key");
+    if (!hasScope(rec, "read")) {
+      throw new ApiError("forbidden", "this API key lacks the 'read' scope", {
+        required: "read",
+        granted: rec.scopes,
+      });
+    }
+    c.set("apiKey", rec);
+    return next();
+  });
+}
+
+/** Start of the current calendar month in `tz`, and of the next: the default range. */
+function currentMonth(nowMs: number, tz: string): { fromMs: number; toMs: number } {
+  const start = DateTime.fromMillis(nowMs, { zone: tz }).startOf("month");
+  return { fromMs: start.toMillis(), toMs: start.plus({ months: 1 }).toMillis() };
+}
+
+/**
+ * Turns query parameters into a usage request, enforcing the caller's reach: a portal token
+ * sees its own customer and nothing else, whatever `customer` says.
+ */
+export function usageRequestFrom(c: Context<EdgeEnv>, deps: EdgeDeps, nowMs: number): UsageRequest {
+  const q = parseQuery(usageQuery, c.req.query());
+  const portal = c.get("portal");
+  let customer = q.customer;
+  if (portal !== undefined) {
+    if (customer !== undefined && customer !== portal.customer) {
+      throw new ApiError("forbidden", "this portal token only reads its own customer's usage", [
+        { field: "customer", code: "forbidden", message: "not the customer of this portal token" },
+      ]);
+    }
+    customer = portal.customer;
+  }
+  const meter = deps.catalog.get(q.meter);
+  if (meter === undefined) {
+    throw new ApiError("not_found", `meter: no meter with key ${JSON.stringify(q.meter)}`, [
+      { field: "meter", code: "unknown", message: "no such meter; see GET /v1/meters" },
+    ]);
+  }
+  const month = currentMonth(nowMs, q.tz);
+  const fromMs = q.from ?? month.fromMs;
+  const toMs = q.to ?? (q.from === undefined ? month.toMs : nowMs);
+  if (toMs <= fromMs) throw invalid("to", "must be after from");
+  if (toMs - fromMs > maxRangeDays * 86_400_000)
+    throw invalid("to", `the range may cover at most ${maxRangeDays} days`);
+  return { meter, customer, fromMs, toMs, window: q.window, tz: q.tz, groupBy: q.group_by };
+}
+
+function asApiError(err: unknown): unknown {
+  if (err instanceof UsageRequestError) return invalid(err.field, err.message);
+  return err;
+}
+
+/** Meters (catalog), usage API, live usage stream, and portal token issuing. */
+export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
+  const now = deps.now ?? Date.now;
+  const usageDeps = {
+    clickhouse: deps.clickhouse,
+    database: deps.config.clickhouse.database,
+    watermarks: deps.watermarks,
+  };
+
+  // --- catalog: meters ---------------------------------------------------------------------------
+  app.get("/v1/meters", requireScope(deps.keys, "read"), (c) => c.json({ data: deps.catalog.list() }));
+  app.get("/v1/meters/:key", requireScope(deps.keys, "read"), (c) => {
+    const m = deps.catalog.get(c.req.param("key"));
+    if (m === undefined) throw new ApiError("not_found", "no meter with this key");
+    return c.json(m);
+  });
+  app.get("/v1/meters/:key/versions", requireScope(deps.keys, "read"), async (c) => {
+    const versions = await deps.catalog.history(c.req.param("key"));
+    if (versions.length === 0) throw new ApiError("not_found", "no meter with this key");
+    return c.json({ data: versions });
+  });
+  app.put("/v1/meters/:key", requireScope(deps.keys, "admin"), async (c) => {
+    const body = await readJson(c);
+    if (
+      body !== null &&
+      typeof body === "object" &&
+      !Array.isArray(body) &&
+      "key" in body &&
+      body.key !== c.req.param("key")
+    ) {
+      throw invalid("key", "must match the key in the URL");
+    }
+    const def = catalogCall(() => validateMeter({ ...(body as object), key: c.req.param("key") }));
+    const [result] = await deps.catalog.apply([def]);
+    return c.json({ ...result, meter: deps.catalog.get(def.key) }, result?.outcome === "created" ? 201 : 200);
+  });
+  /** Applies the `meters:` of a catalog document (YAML or JSON body), as `tally catalog apply` does. */
+  app.post(
+    "/v1/catalog",
+    requireScope(deps.keys, "admin"),
+    bodyLimit({
+      maxSize: maxCatalogBytes,
+      onError: () => {
+        throw new ApiError("payload_too_large", `catalog documents are limited to ${maxCatalogBytes} bytes`);
+      },
+    }),
+    async (c) => {
+      const text = await c.req.text();
+      const defs = catalogCall(() => parseMeters(text));
+      return c.json({ data: await deps.catalog.apply(defs) });
+    },
+  );
+
+  // --- usage ---------------------------------------------------------------------------------------
+  app.get("/v1/usage", requireUsageReader(deps), async (c) => {
+    const req = usageRequestFrom(c, deps, now());
+    try {
+      return c.json(await queryUsage(usageDeps, req));
+    } catch (err: unknown) {
+      throw asApiError(err);
+    }
+  });
+
+  app.get("/v1/usage/stream", requireUsageReader(deps), (c) => {
+    const req = usageRequestFrom(c, deps, now());
+    if (deps.usageStreams.size >= deps.usageStreams.maxSubscribers) {
+      throw new ApiError(
+        "unavailable",
+        "too many live usage streams on this edge; retry later",
+        undefined,
+        5,
+      );
+    }
+    c.header("Cache-Control", "no-store");
+    c.header("X-Accel-Buffering", "no");
+    return streamSSE(c, async (stream) => {
+      let lastData = "";
+      let lastSentAt = 0;
+      let seq = 0;
+      let end!: () => void;
+      const done = new Promise<void>((resolve) => (end = resolve));
+      stream.onAbort(end);
+      const unsubscribe = deps.usageStreams.subscribe(req, (u) => {
+        if (u.kind === "closed") return end();
+        if (u.kind === "error") {
+          void stream.writeSSE({
+            event: "error",
+            data: JSON.stringify({ message: "usage temporarily unavailable; retrying" }),
+          });
+          return;
+        }
+        const data = JSON.stringify(u.result.data);
+        const t = Date.now();
+        // Changed numbers go out at once; otherwise a fresher watermark every few seconds.
+        if (data !== lastData) {
+          lastData = data;
+          lastSentAt = t;
+          void stream.writeSSE({ event: "usage", id: String(++seq), data: JSON.stringify(u.result) });
+        } else if (t - lastSentAt >= 5000) {
+          lastSentAt = t;
+          void stream.writeSSE({
+            event: "watermark",
+            data: JSON.stringify({ watermark: u.result.watermark }),
+          });
+        }
+      });
+      // A token that expires ends its stream.
+      const portal = c.get("portal");
+      const expiry =
+        portal === undefined
+          ? null
+          : setTimeout(() => void stream.close(), Math.max(0, portal.expiresAt - Date.now()));
+      try {
+        await done;
+      } finally {
+        unsubscribe();
+        if (expiry !== null) clearTimeout(expiry);
+      }
+    });
+  });
+
+  // --- portal tokens -------------------------------------------------------------------------------
+  const tokenBody = z.strictObject({
+    customer: z.string().min(1).max(256),
+    expires_in: z.number().int().min(60).max(maxPortalTokenSeconds).default(3600),
+  });
+  app.post("/v1/portal/tokens", requireScope(deps.keys, "admin"), async (c) => {
+    const r = tokenBody.safeParse(await readJson(c));
+    if (!r.success) {
+      throw new ApiError(
+        "invalid_request",
+        r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+        r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
+      );
+    }
+    const { token, expiresAt } = deps.portalTokens.issue(r.data.customer, r.data.expires_in);
+    deps.log.info({ customer: r.data.customer, expiresAt, keyId: c.get("apiKey").id }, "portal token issued");
+    return c.json(
+      {
+        token,
+        customer: r.data.customer,
+        expires_at: new Date(expiresAt).toISOString(),
+        url: `/portal?token=${encodeURIComponent(token)}`,
+      },
+      201,
+    );
+  });
+}
+
+async function readJson(c: Context<EdgeEnv>): Promise<unknown> {
+  try {
+    return await c.req.json();
+  } catch {
+    throw new ApiError("invalid_request", "body is not valid JSON");
+  }
+}
+
+function catalogCall<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err: unknown) {
+    if (err instanceof CatalogInputError) {
+      throw new ApiError(
+        "invalid_request",
+        err.message,
+        err.issues.map((i) => ({ field: i.path, code: "invalid", message: i.message })),
+      );
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,109 @@
+import type { Logger } from "../observability/index.js";
+import { queryUsage, type UsageDeps, type UsageRequest, type UsageResult } from "./query.js";
+
+/** What a live-usage subscriber receives: a fresh answer, or a failure to get one. */
+export type StreamUpdate =
+  | { kind: "result"; result: UsageResult }
+  | { kind: "error"; error: Error }
+  /** The process is shutting down: end the stream (clients reconnect elsewhere). */
+  | { kind: "closed" };
+
+interface Poller {
+  listeners: Set<(u: StreamUpdate) => void>;
+  timer: NodeJS.Timeout | null;
+  last: StreamUpdate | null;
+  stopped: boolean;
+}
+
+/**
+ * Live usage for Server-Sent Events: one poller per distinct question, shared by every
+ * subscriber asking it (a hundred browsers on one customer's page cost one query per tick).
+ * Each tick runs the same {@link queryUsage} as the usage API, so the stream and the API
+ * never disagree; subscribers decide what to send (changed data, or a newer watermark).
+ */
+export class UsageStreams {
+  private readonly pollers = new Map<string, Poller>();
+  private subscribers = 0;
+
+  constructor(
+    private readonly deps: UsageDeps,
+    private readonly log: Logger,
+    /** Time between two queries of one question. @default 500 */
+    private readonly intervalMs = 500,
+    /** Most open subscriptions per process. @default 1000 */
+    readonly maxSubscribers = 1000,
+  ) {}
+
+  /** Open subscriptions. */
+  get size(): number {
+    return this.subscribers;
+  }
+
+  /**
+   * Calls `listener` with an update after every tick (the first as soon as possible).
+   * @returns unsubscribe
+   */
+  subscribe(req: UsageRequest, listener: (u: StreamUpdate) => void): () => void {
+    const key = JSON.stringify([
+      req.meter.key,
+      req.meter.version,
+      req.customer ?? null,
+      req.fromMs,
+      req.toMs,
+      req.window ?? null,
+      req.tz ?? "UTC",
+      req.groupBy ?? [],
+    ]);
+    let p = this.pollers.get(key);
+    if (p === undefined) {
+      p = { listeners: new Set(), timer: null, last: null, stopped: false };
+      this.pollers.set(key, p);
+      this.tick(p, req);
+    } else if (p.last !== null) {
+      listener(p.last);
+    }
+    p.listeners.add(listener);
+    this.subscribers++;
+    const poller = p;
+    return () => {
+      if (!poller.listeners.delete(listener)) return;
+      this.subscribers--;
+      if (poller.listeners.size === 0) {
+        poller.stopped = true;
+        if (poller.timer !== null) clearTimeout(poller.timer);
+        this.pollers.delete(key);
+      }
+    };
+  }
+
+  /** Stops every poller and tells every subscriber to end its stream (process shutdown). */
+  close(): void {
+    for (const p of this.pollers.values()) {
+      p.stopped = true;
+      if (p.timer !== null) clearTimeout(p.timer);
+      for (const l of p.listeners) l({ kind: "closed" });
+    }
+    this.pollers.clear();
+  }
+
+  private tick(p: Poller, req: UsageRequest): void {
+    queryUsage(this.deps, req)
+      .then(
+        (result): StreamUpdate => ({ kind: "result", result }),
+        (error: unknown): StreamUpdate => {
+          this.log.warn({ err: error, meter: req.meter.key }, "live usage query failed; retrying");
+          return { kind: "error", error: error instanceof Error ? error : new Error(String(error)) };
+        },
+      )
+      .then((u) => {
+        if (p.stopped) return;
+        p.last = u;
+        for (const l of p.listeners) l(u);
+        p.timer = setTimeout(
+          () => this.tick(p, req),
+          u.kind === "error" ? this.intervalMs * 4 : this.intervalMs,
+        );
+      })
+      .catch((err: unknown) => this.log.error({ err }, "live usage listener failed"));
+  }
+}

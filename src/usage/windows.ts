@@ -1,0 +1,47 @@
+import { DateTime, IANAZone } from "luxon";
+
+export const windowSizes = ["minute", "hour", "day", "month"] as const;
+export type WindowSize = (typeof windowSizes)[number];
+
+/** One window, `[fromMs, toMs)` in epoch milliseconds. */
+export interface Window {
+  fromMs: number;
+  toMs: number;
+}
+
+/** Most windows one query may return per group (a month of minutes is 44,640). */
+export const maxWindows = 50_000;
+
+/** True when `tz` is an IANA zone name this runtime knows (e.g. `Europe/Berlin`, `UTC`). */
+export function isValidZone(tz: string): boolean {
+  return IANAZone.isValidZone(tz);
+}
+
+/**
+ * The windows covering `[fromMs, toMs)` in time zone `tz`, aligned to the zone's wall clock:
+ * a day is local midnight to local midnight (23 or 25 hours across DST changes), a month is the
+ * local first of the month to the next. The first and last windows are clipped to the range.
+ * Without a window size the whole range is one window.
+ */
+export function windowsOf(fromMs: number, toMs: number, size: WindowSize | undefined, tz: string): Window[] {
+  if (size === undefined) return [{ fromMs, toMs }];
+  const out: Window[] = [];
+  let start = DateTime.fromMillis(fromMs, { zone: tz }).startOf(size);
+  while (start.toMillis() < toMs) {
+    const next = start.plus({ [`${size}s`]: 1 }).startOf(size);
+    // NOTE: luxon's startOf + plus on a DST gap/overlap can land on the same instant; step by at
+    // least one unit of wall-clock time so the loop always advances.
+    const nextMs = next.toMillis() > start.toMillis() ? next.toMillis() : start.toMillis() + 60_000;
+    out.push({ fromMs: Math.max(start.toMillis(), fromMs), toMs: Math.min(nextMs, toMs) });
+    if (out.length > maxWindows) break;
+    start = DateTime.fromMillis(nextMs, { zone: tz });
+  }
+  return out;
+}
+
+/** RFC 3339 in the zone's offset (`2026-03-29T00:00:00+01:00`), so a reader sees local boundaries. */
+export function formatInZone(ms: number, tz: string): string {
+  return (
+    DateTime.fromMillis(ms, { zone: tz }).toISO({ suppressMilliseconds: true }) ?? new Date(ms).toISOString()
+  );
+}
