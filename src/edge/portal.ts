@@ -108,7 +108,8 @@ function chart(p: PanelData, tz: string): string {
   const name = p.meter.name ?? p.meter.key;
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-labelledby="${id}-t" preserveAspectRatio="none">
 <title id="${id}-t">${esc(`${name} per day this month; highest day ${groupDigits(String(max))}`)}</title>
-<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#999" stroke-width="1"/>${bars}</svg>
+<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#999" stroke-width="1"/>
+<text x="${pad}" y="10" font-size="10" fill="#555" aria-hidden="true">max ${esc(groupDigits(String(max)))}</text>${bars}</svg>
 <details><summary>Daily values</summary><table><thead><tr><th scope="col">Day</th><th scope="col">${esc(name)}</th></tr></thead><tbody>${table}</tbody></table></details>`;
 }
 
@@ -134,6 +135,7 @@ function page(nonce: string, body: string, title: string): string {
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>${esc(title)}</title>
 <style nonce="${nonce}">
 :root{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;background:#f6f7f9}
