@@ -274,7 +274,7 @@ ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(
 /** The gauge level carried into `from`: per customer and group, the newest valid value before it. */
 export function usageGaugeCarryIn(db: string, s: UsageSpec, maxRows: number): string {
   const keys = groupCols(s);
-  return `SELECT ${keys.map((k) => `${k}, `).join("")}toString(max(u_ts)) AS ts, argMax(u_v, (u_ts, u_id)) AS v, count() AS n
+  return `SELECT ${keys.map((k) => `${k}, `).join("")}toString(max(u_ts)) AS ts, argMax(u_v, (u_ts, u_id)) AS v, toString(count()) AS n
 FROM (${dedupedEvents(db, s, `ts < ${lit(s.fromMs)}`)})
 WHERE u_ok
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;

@@ -1,4 +1,7 @@
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
+import { parseMeters } from "../../catalog/index.js";
 import { createClickHouse, migrate } from "../../clickhouse/index.js";
 import { startClickHouse, startNats } from "../../dev/servers.js";
 import { createLogger } from "../../observability/index.js";
@@ -6,6 +9,9 @@ import { startEdge } from "../../runtime/edge.js";
 import { startSink } from "../../runtime/sink.js";
 import { configOrExit } from "../config.js";
 import { onShutdown } from "./serve.js";
+
+/** The example catalog shipped with Tally (repo root/examples; this file runs from dist/src/cli/commands). */
+const exampleCatalog = fileURLToPath(new URL("../../../../examples/plan.yaml", import.meta.url));
 
 export function registerDevCommand(program: Command): void {
   program
@@ -49,6 +55,12 @@ export function registerDevCommand(program: Command): void {
       });
       const url = `http://127.0.0.1:${edge.port}`;
       const now = new Date().toISOString();
+      // A first run gets the example meters, so usage and the portal show something at once.
+      if (edge.catalog.list().length === 0) {
+        const applied = await edge.catalog.apply(parseMeters(readFileSync(exampleCatalog, "utf8")));
+        log.info({ meters: applied.map((a) => a.key) }, "applied the example meters (examples/plan.yaml)");
+      }
+      const portal = edge.portalTokens.issue("acme", 7 * 24 * 3600).token;
       process.stderr.write(
         [
           "",
@@ -64,6 +76,11 @@ export function registerDevCommand(program: Command): void {
           "Did it arrive?",
           `  curl -sS '${url}/v1/events/count?customer=acme' -H 'Authorization: Bearer ${config.devKey}'`,
           `  curl -sS '${url}/v1/events?customer=acme&limit=10' -H 'Authorization: Bearer ${config.devKey}'`,
+          "Usage (meters from examples/plan.yaml; change them with: tally catalog apply <file>):",
+          `  curl -sS '${url}/v1/usage?meter=api_calls&customer=acme&window=day' -H 'Authorization: Bearer ${config.devKey}'`,
+          `  curl -sSN '${url}/v1/usage/stream?meter=api_calls&customer=acme' -H 'Authorization: Bearer ${config.devKey}'`,
+          "acme's usage page (valid 7 days):",
+          `  ${url}/portal?token=${encodeURIComponent(portal)}`,
           "Health: " + `${url}/readyz` + "   Metrics: " + `${url}/metrics`,
           "Ctrl-C stops everything this command started; running it again reuses the data.",
           "",
