@@ -38,6 +38,9 @@ export class PartitionWorker {
   private flushing: Promise<void> = Promise.resolve();
   private messages: ConsumerMessages | null = null;
   private stopped = false;
+  /** Batches handed to write() and not yet acked or dead-lettered. */
+  private readonly writing = new Set<Buffered[]>();
+  private keepalive: NodeJS.Timeout | null = null;
   private readonly db: string;
   private readonly table: string;
   private readonly ledgerTable: string;
@@ -67,6 +70,11 @@ export class PartitionWorker {
     // MaxBytes", the client re-pulls at once with the same budget, and the consumer spins at tens
     // of thousands of pulls per second without delivering anything (seen in `bench ingest`).
     this.messages = await consumer.consume({ max_messages: prefetchMessages });
+    // NOTE: a message held longer than ack_wait (buffered behind a slow flush) would be
+    // redelivered while we still hold it: harmless for counting (the ledger fingerprint makes
+    // the second write an identical row) but it doubles the work exactly when ClickHouse is
+    // slowest. Every message we hold is kept alive with `working()` until acked.
+    this.keepalive = setInterval(() => this.touchHeld(), Math.max(500, Math.floor(this.cfg.sink.ackWaitMs / 3)));
     for await (const msg of this.messages) {
       let events: tally.v1.IBusEvent[];
       try {
@@ -85,6 +93,13 @@ export class PartitionWorker {
       if (this.stopped) break;
     }
     await this.flush();
+    if (this.keepalive !== null) clearInterval(this.keepalive);
+  }
+
+  /** Resets the redelivery timer of every message this worker holds. */
+  private touchHeld(): void {
+    for (const b of this.buffer) b.msg.working();
+    for (const batch of this.writing) for (const b of batch) b.msg.working();
   }
 
   /** Stops pulling; pending events are flushed by {@link run} before it resolves. */
@@ -104,11 +119,20 @@ export class PartitionWorker {
     this.buffer = [];
     this.rows = 0;
     if (batch.length === 0) return this.flushing;
+    this.writing.add(batch);
     this.flushing = this.flushing.then(() => this.write(batch, rows));
     return this.flushing;
   }
 
   private async write(batch: Buffered[], rows: number): Promise<void> {
+    try {
+      await this.writeHeld(batch, rows);
+    } finally {
+      this.writing.delete(batch);
+    }
+  }
+
+  private async writeHeld(batch: Buffered[], rows: number): Promise<void> {
     m.batchRows.observe(rows);
     const end = m.flushSeconds.startTimer();
     if (await this.inflight.acquire()) m.inflightWaits.inc();
