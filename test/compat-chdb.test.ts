@@ -7,9 +7,15 @@ import {
   migrations,
   queryRows,
   sql,
+  usageAggregate,
+  usageGaugeCarryIn,
+  usageGaugePoints,
   type ClickHouseClient,
   type EventFilter,
+  type SqlAggregation,
   type SqlValue,
+  type UsageFilter,
+  type UsageSpec,
 } from "../src/clickhouse/index.js";
 import { openChdb, type Chdb } from "./chdb.js";
 import { testConfig } from "./helpers.js";
@@ -60,7 +66,7 @@ async function execBoth(query: string): Promise<void> {
 /** The rows of one query on 18.16 and on 26. */
 async function rowsBoth<T = Record<string, unknown>>(query: string): Promise<[T[], T[]]> {
   const [a, b] = engines;
-  return [await run<T>(a, query, "rows"), await run<T>(b, query, "rows")];
+  return Promise.all([run<T>(a, query, "rows"), run<T>(b, query, "rows")]);
 }
 
 /** Asserts both engines return the same rows (optionally normalised first); returns them. */
@@ -392,6 +398,364 @@ describe("property values that are not plain decimals (error)", () => {
     }
     const differing = results.filter((r) => r["18.16"] !== r["26"]);
     expect(differing, "sumProperty parses these property values differently on 18.16 and 26").toEqual([]);
+  });
+});
+
+describe("usage queries (happy)", () => {
+  // The usage API's aggregations run in ClickHouse (usageAggregate, usageGaugePoints,
+  // usageGaugeCarryIn). Both engines must put every event in the same window of a time zone,
+  // apply filters and groups the same way, parse the same values as decimals and collapse the
+  // same copies, or a customer's usage would depend on the server version.
+  const utc = Date.UTC;
+  const sec = (ms: number) => String(ms / 1000);
+  const uType = "u_api";
+  const hostileCustomer = "o'hara\\\n";
+  const model = "it's\\model"; // a hostile property name, used as a group dimension
+  const amounts = [
+    "0.1",
+    "-3.5",
+    "12345678901234567890.123456789",
+    "abc",
+    "1e5",
+    " 1",
+    "7",
+    "",
+    "0.000000001",
+    "-0",
+    "1.0000000001", // ten decimals: not a plain decimal
+    "+2",
+    ".5",
+    "0.1",
+    "2.5",
+    "1.",
+  ];
+  /** Instants around month starts (UTC, Berlin, Kolkata, Kathmandu) and both Berlin DST changes. */
+  const instants = [
+    utc(2026, 0, 10, 12), // before every range: carried in
+    utc(2026, 0, 20), // the start of the wide range
+    utc(2026, 0, 31, 23, 59, 59, 999),
+    utc(2026, 1, 1),
+    utc(2026, 1, 28, 22, 59, 59, 999), // Berlin Feb 28 23:59:59.999
+    utc(2026, 1, 28, 23), // Berlin Mar 1 00:00
+    utc(2026, 2, 28, 22, 59, 59), // Berlin Mar 28 23:59:59 CET
+    utc(2026, 2, 28, 23), // Berlin Mar 29 00:00 CET
+    utc(2026, 2, 29, 0, 59, 59, 999), // Berlin 01:59:59.999 CET, just before spring forward
+    utc(2026, 2, 29, 1), // Berlin 03:00 CEST
+    utc(2026, 2, 29, 1, 30),
+    utc(2026, 2, 29, 21, 59, 59), // Berlin Mar 29 23:59:59 CEST
+    utc(2026, 2, 29, 22), // Berlin Mar 30 00:00 CEST
+    utc(2026, 2, 31, 22), // Berlin Apr 1 00:00
+    utc(2026, 3, 30, 18, 29, 59), // Kolkata Apr 30 23:59:59
+    utc(2026, 3, 30, 18, 30), // Kolkata May 1 00:00
+    utc(2026, 4, 31, 18, 14, 59, 500), // Kathmandu May 31 23:59:59.5
+    utc(2026, 4, 31, 18, 15), // Kathmandu Jun 1 00:00
+    utc(2026, 5, 15, 4, 14, 59), // Kathmandu 09:59:59
+    utc(2026, 5, 15, 4, 15), // Kathmandu 10:00, Kolkata 09:45
+    utc(2026, 5, 15, 4, 30), // Kolkata 10:00
+    utc(2026, 9, 24, 21, 59, 59), // Berlin Oct 24 23:59:59 CEST
+    utc(2026, 9, 24, 22), // Berlin Oct 25 00:00 CEST
+    utc(2026, 9, 25, 0, 30), // Berlin 02:30 CEST, the first 02:30
+    utc(2026, 9, 25, 0, 59, 59, 999),
+    utc(2026, 9, 25, 1), // Berlin 02:00 CET, the second 02:00
+    utc(2026, 9, 25, 1, 30), // Berlin 02:30 CET, the second 02:30
+    utc(2026, 9, 25, 22, 59, 59), // Berlin Oct 25 23:59:59 CET
+    utc(2026, 9, 25, 23), // Berlin Oct 26 00:00
+    utc(2026, 9, 31, 22, 59, 59, 999), // Berlin Oct 31 23:59:59.999
+    utc(2026, 9, 31, 23), // Berlin Nov 1 00:00
+    utc(2026, 10, 1), // the (exclusive) end of the wide range
+  ];
+  const ranges = [
+    { fromMs: utc(2026, 0, 20), toMs: utc(2026, 10, 1) },
+    { fromMs: utc(2026, 2, 29, 0, 59, 59, 999), toMs: utc(2026, 9, 25, 1) },
+  ];
+
+  let n = 0;
+  const grid: EventRow[] = ["acme", "globex", hostileCustomer].flatMap((c, ci) =>
+    instants.flatMap((ts, ti) => {
+      if ((ti + ci) % 5 === 4) return [];
+      const k = n++;
+      const props: Record<string, string> = {};
+      if (k % 7 !== 3) props.amount = amounts[k % amounts.length]!;
+      if (k % 5 !== 2) props.region = ["eu", "us", "", "ap"][k % 4]!;
+      if (k % 3 !== 1) props[model] = ["gpt", "claude"][k % 2]!;
+      if (k % 4 !== 0) props.tier = ["free", "pro", "ent"][k % 3]!;
+      return [event(c, uType, ts, `u'${ci}\\${ti}`, props)];
+    }),
+  );
+  // The same instant for three events of one customer: `latest` breaks the tie on the id.
+  const ties = ["tie-b", "tie-a", "tie-c"].map((id, k) =>
+    event("acme", uType, utc(2026, 5, 1, 12), id, { amount: String(k + 1), region: "eu", tier: "pro" }),
+  );
+  // Absolute values: 70 x 0.1 in the Berlin day of the spring-forward change (23 hours), one
+  // event just outside each end of it, events in both 02:xx hours of the fall-back change, and at
+  // Kolkata's and Kathmandu's month and hour boundaries.
+  const berlinMar29 = utc(2026, 2, 28, 23);
+  const berlinMar30 = utc(2026, 2, 29, 22);
+  const tenths = [...Array.from({ length: 69 }, (_, k) => berlinMar29 + k * 1_183_000), berlinMar30 - 1].map(
+    (ts, k) => event("abs", uType, ts, `abs-${k}`, { amount: "0.1" }),
+  );
+  const abs = [
+    ...tenths,
+    event("abs", uType, berlinMar29 - 1, "abs-before", { amount: "0.1" }),
+    event("abs", uType, berlinMar30, "abs-after", { amount: "0.1" }),
+    event("abs", uType, utc(2026, 9, 25, 0, 30), "abs-fall-1", { amount: "1" }),
+    event("abs", uType, utc(2026, 9, 25, 0, 59, 59, 999), "abs-fall-2", { amount: "2" }),
+    event("abs", uType, utc(2026, 9, 25, 1, 30), "abs-fall-3", { amount: "4" }),
+    event("abs", uType, utc(2026, 3, 30, 18, 29, 59), "abs-kolkata-1", { amount: "1" }),
+    event("abs", uType, utc(2026, 3, 30, 18, 30), "abs-kolkata-2", { amount: "1" }),
+    event("abs", uType, utc(2026, 5, 15, 4, 14, 59), "abs-kathmandu-1", { amount: "1" }),
+    event("abs", uType, utc(2026, 5, 15, 4, 15), "abs-kathmandu-2", { amount: "1" }),
+    // The extremes of a plain decimal; the sum stays below 1e21 (see the large-sum test).
+    event("abs", uType, utc(2026, 6, 1), "abs-max", { amount: "99999999999999999999.999999999" }),
+    event("abs", uType, utc(2026, 6, 2), "abs-min", { amount: "-99999999999999999999.999999999" }),
+  ];
+  // One id written three times (identical copies, as a crash between insert and ack writes).
+  const dup = event("dup", uType, utc(2026, 2, 29, 1, 15), "dup-1", { amount: "2.5", region: "eu" });
+  // The same data under another type, which no spec reads.
+  const noise = grid.map((e) => ({ ...e, type: "u_noise", id: `noise-${e.id}` }));
+
+  beforeAll(async () => {
+    await execBoth(insertEvents([...grid, ...ties, ...abs, dup, ...noise]));
+    await execBoth(insertEvents([...grid.filter((_, k) => k % 3 === 0), ...tenths.slice(0, 10), dup]));
+    await execBoth(insertEvents([dup, ...ties]));
+  });
+
+  const filterSets: (readonly UsageFilter[])[] = [
+    [],
+    [{ property: "tier", op: "equals", value: "pro" }],
+    [{ property: "tier", op: "not_equals", value: "pro" }],
+    [{ property: "tier", op: "in", values: ["pro", "ent", "o'x\\"] }],
+    [{ property: "tier", op: "not_in", values: ["pro", "free"] }],
+    [{ property: "tier", op: "exists", value: true }],
+    [{ property: "tier", op: "exists", value: false }],
+    [
+      { property: "region", op: "in", values: ["eu", ""] },
+      { property: model, op: "not_equals", value: "gpt" },
+      { property: "amount", op: "exists", value: true },
+    ],
+  ];
+  const groupBys: (readonly string[])[] = [[], ["region"], ["region", model]];
+  const buckets: UsageSpec["bucket"][] = [
+    { size: "none", tz: "UTC" },
+    ...(["minute", "hour", "day", "month"] as const).flatMap((size) =>
+      ["UTC", "Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu"].map((tz) => ({ size, tz })),
+    ),
+  ];
+  const customersOf = [undefined, "acme"];
+  const spec = (p: Partial<UsageSpec>): UsageSpec => ({
+    eventType: uType,
+    ...ranges[0]!,
+    valueProperty: "amount",
+    numeric: true,
+    filters: [],
+    groupBy: [],
+    bucket: { size: "none", tz: "UTC" },
+    ...p,
+  });
+  // Every customer choice x window x zone x grouping, each with one of the filter sets, numeric or
+  // not, and one of the ranges in turn; then every filter set x numeric x customer choice.
+  let i = 0;
+  const specs: UsageSpec[] = [
+    ...customersOf.flatMap((customer) =>
+      buckets.flatMap((bucket) =>
+        groupBys.map((groupBy) => {
+          const k = i++;
+          return spec({
+            customer,
+            bucket,
+            groupBy,
+            filters: filterSets[k % filterSets.length]!,
+            numeric: Math.floor(k / filterSets.length) % 2 === 0,
+            ...ranges[k % 3 === 2 ? 1 : 0]!,
+          });
+        }),
+      ),
+    ),
+    ...filterSets.flatMap((filters) =>
+      [true, false].flatMap((numeric) =>
+        customersOf.map((customer) =>
+          spec({
+            customer,
+            filters,
+            numeric,
+            groupBy: ["region"],
+            bucket: { size: "day", tz: "Europe/Berlin" },
+          }),
+        ),
+      ),
+    ),
+  ];
+  const aggregations: SqlAggregation[] = ["count", "sum", "min", "max", "unique_count", "latest"];
+  const decimalAggs = new Set<SqlAggregation>(["sum", "min", "max"]);
+
+  type Row = Record<string, unknown>;
+  const text = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
+  const sortRows = (rows: Row[]) => rows.sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
+  /** Decimal128 text → the shortest exact form (the 18.16 / 26 formatting difference). */
+  const exact = (v: unknown) => new Big(text(v)).toFixed();
+  const aggregateRows = (agg: SqlAggregation) => (rows: Row[]) =>
+    sortRows(rows.map((r) => (decimalAggs.has(agg) ? { ...r, value: exact(r.value) } : r)));
+  /** Gauge points: the (ts, id, v) triples of each row, in one order. */
+  const pointRows = (rows: Row[]) =>
+    sortRows(
+      rows.map((r) => {
+        const { ts, ids, vs, ...rest } = r as Row & { ts: string[]; ids: string[]; vs: string[] };
+        expect([ids.length, vs.length]).toEqual([ts.length, ts.length]);
+        const points = ts
+          .map((t, k) => [t, ids[k]!, vs[k]!] as const)
+          .sort((a, b) => Number(a[0]) - Number(b[0]) || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+        return { ...rest, points };
+      }),
+    );
+  const label = (s: UsageSpec) =>
+    [
+      s.customer === undefined ? "all customers" : s.customer,
+      s.bucket.size === "none" ? "no window" : `${s.bucket.size} ${s.bucket.tz}`,
+      `group [${s.groupBy.join(",")}]`,
+      `filters ${JSON.stringify(s.filters)}`,
+      s.numeric ? "numeric" : "text",
+      `${new Date(s.fromMs).toISOString()}..${new Date(s.toMs).toISOString()}`,
+    ].join(", ");
+
+  it.each(specs.map((s) => [label(s), s] as const))("every aggregation and gauge query: %s", async (_, s) => {
+    for (const agg of aggregations) {
+      const aggSpec = agg === "count" ? { ...s, valueProperty: undefined } : s;
+      const rows = await expectSame<Row>(usageAggregate(db, aggSpec, agg, 100_000), aggregateRows(agg));
+      // Every spec of the matrix reads some events (an empty answer would compare equal).
+      if (agg === "count") expect(rows.length).toBeGreaterThan(0);
+    }
+    await expectSame<Row>(usageGaugePoints(db, s, 100_000), pointRows);
+    await expectSame<Row>(usageGaugeCarryIn(db, s, 100_000), sortRows);
+  });
+
+  it("every filter of the matrix keeps some events and drops others", async () => {
+    const all = spec({ customer: "acme" });
+    const [[total]] = await rowsBoth<Row>(usageAggregate(db, all, "count", 10));
+    for (const filters of filterSets.slice(1)) {
+      const [[some]] = await rowsBoth<Row>(usageAggregate(db, { ...all, filters }, "count", 10));
+      expect(Number(some!.value), JSON.stringify(filters)).toBeGreaterThan(0);
+      expect(Number(some!.value), JSON.stringify(filters)).toBeLessThan(Number(total!.value));
+    }
+  });
+
+  /** The rows of one query on each engine, after the same normalisation. */
+  async function eachEngine(query: string, normalise: (rows: Row[]) => Row[] = sortRows): Promise<Row[][]> {
+    const [old, current] = await rowsBoth<Row>(query);
+    return [normalise(old), normalise(current)];
+  }
+  const absSpec = (p: Partial<UsageSpec>) => spec({ customer: "abs", ...p });
+
+  it("counts the 23-hour Berlin day of the spring-forward change and sums 70 x 0.1 to exactly 7", async () => {
+    const berlinDay = { size: "day", tz: "Europe/Berlin" } as const;
+    const range = { fromMs: utc(2026, 2, 27, 23), toMs: utc(2026, 2, 30, 22) };
+    for (const rows of await eachEngine(
+      usageAggregate(db, absSpec({ ...range, bucket: berlinDay, valueProperty: undefined }), "count", 10),
+    )) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        [sec(utc(2026, 2, 27, 23)), "1"],
+        [sec(berlinMar29), "70"],
+        [sec(berlinMar30), "1"],
+      ]);
+    }
+    const [old, current] = await rowsBoth<Row>(
+      usageAggregate(db, absSpec({ ...range, bucket: berlinDay }), "sum", 10),
+    );
+    const mar29 = (rows: Row[]) => rows.find((r) => r.bucket === sec(berlinMar29));
+    expect([mar29(old)?.value, mar29(current)?.value]).toEqual(["7.000000000", "7"]);
+    expect(mar29(old)).toMatchObject({ valid: "70", invalid: "0" });
+  });
+
+  it("keeps the two Berlin 02:00 hours of the fall-back change apart", async () => {
+    const range = { fromMs: utc(2026, 9, 24, 22), toMs: utc(2026, 9, 25, 23) };
+    for (const rows of await eachEngine(
+      usageAggregate(db, absSpec({ ...range, bucket: { size: "hour", tz: "Europe/Berlin" } }), "sum", 10),
+      aggregateRows("sum"),
+    )) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        [sec(utc(2026, 9, 25, 0)), "3"],
+        [sec(utc(2026, 9, 25, 1)), "4"],
+      ]);
+    }
+    for (const rows of await eachEngine(
+      usageAggregate(db, absSpec({ ...range, bucket: { size: "day", tz: "Europe/Berlin" } }), "count", 10),
+    )) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([[sec(utc(2026, 9, 24, 22)), "3"]]);
+    }
+  });
+
+  it("puts events in Kolkata and Kathmandu windows by their non-hour offsets", async () => {
+    const range = { fromMs: utc(2026, 3, 1), toMs: utc(2026, 6, 1) };
+    const q = (bucket: UsageSpec["bucket"]) =>
+      eachEngine(usageAggregate(db, absSpec({ ...range, bucket, valueProperty: undefined }), "count", 10));
+    for (const rows of await q({ size: "month", tz: "Asia/Kolkata" })) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        ["2026-04-01", "1"],
+        ["2026-05-01", "1"],
+        ["2026-06-01", "2"],
+      ]);
+    }
+    for (const rows of await q({ size: "month", tz: "UTC" })) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        ["2026-04-01", "2"],
+        ["2026-06-01", "2"],
+      ]);
+    }
+    for (const rows of await q({ size: "hour", tz: "Asia/Kathmandu" })) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        [sec(utc(2026, 3, 30, 18, 15)), "2"],
+        [sec(utc(2026, 5, 15, 3, 15)), "1"],
+        [sec(utc(2026, 5, 15, 4, 15)), "1"],
+      ]);
+    }
+    for (const rows of await q({ size: "hour", tz: "Asia/Kolkata" })) {
+      expect(rows.map((r) => [r.bucket, r.value])).toEqual([
+        [sec(utc(2026, 3, 30, 17, 30)), "1"],
+        [sec(utc(2026, 3, 30, 18, 30)), "1"],
+        [sec(utc(2026, 5, 15, 3, 30)), "2"],
+      ]);
+    }
+  });
+
+  it("counts a duplicated id once, in every query", async () => {
+    const s = spec({ customer: "dup", groupBy: ["region"], bucket: { size: "hour", tz: "Europe/Berlin" } });
+    const hour = sec(utc(2026, 2, 29, 1));
+    for (const rows of await eachEngine(
+      usageAggregate(db, { ...s, valueProperty: undefined, numeric: false }, "count", 10),
+    )) {
+      expect(rows).toEqual([{ u_g0: "eu", bucket: hour, value: "1", valid: "1", invalid: "0" }]);
+    }
+    for (const rows of await eachEngine(usageAggregate(db, s, "sum", 10), aggregateRows("sum"))) {
+      expect(rows).toEqual([{ u_g0: "eu", bucket: hour, value: "2.5", valid: "1", invalid: "0" }]);
+    }
+    for (const rows of await eachEngine(usageAggregate(db, s, "unique_count", 10))) {
+      expect(rows.map((r) => r.value)).toEqual(["1"]);
+    }
+    for (const rows of await eachEngine(usageGaugePoints(db, s, 10), pointRows)) {
+      expect(rows).toEqual([{ u_g0: "eu", invalid: "0", points: [[String(dup.ts), "dup-1", "2.5"]] }]);
+    }
+    const later = { ...s, fromMs: utc(2026, 3, 1), toMs: utc(2026, 4, 1) };
+    for (const rows of await eachEngine(usageGaugeCarryIn(db, later, 10))) {
+      expect(rows.map((r) => [r.u_g0, r.ts, r.v, r.n])).toEqual([["eu", String(dup.ts), "2.5", "1"]]);
+    }
+  });
+
+  it("breaks a tie on the instant by the id for latest, and counts values that are not plain decimals", async () => {
+    const s = spec({ customer: "acme", fromMs: utc(2026, 5, 1), toMs: utc(2026, 5, 2) });
+    for (const rows of await eachEngine(usageAggregate(db, s, "latest", 10))) {
+      expect(rows).toEqual([{ bucket: "0", value: "3", valid: "3", invalid: "0" }]);
+    }
+    for (const rows of await eachEngine(usageAggregate(db, spec({ customer: "acme" }), "count", 10))) {
+      const invalid = grid.filter(
+        (e) =>
+          e.customer === "acme" &&
+          e.ts >= ranges[0]!.fromMs &&
+          e.ts < ranges[0]!.toMs &&
+          e.prop_keys.includes("amount") &&
+          !/^-?[0-9]{1,20}(\.[0-9]{1,9})?$/.test(e.prop_values[e.prop_keys.indexOf("amount")]!),
+      ).length;
+      expect(invalid).toBeGreaterThan(3);
+      expect(rows[0]!.invalid).toBe(String(invalid));
+    }
   });
 });
 

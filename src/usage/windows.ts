@@ -28,13 +28,17 @@ export function windowsOf(fromMs: number, toMs: number, size: WindowSize | undef
   const out: Window[] = [];
   let start = DateTime.fromMillis(fromMs, { zone: tz }).startOf(size);
   while (start.toMillis() < toMs) {
-    const next = start.plus({ [`${size}s`]: 1 }).startOf(size);
-    // NOTE: luxon's startOf + plus on a DST gap/overlap can land on the same instant; step by at
-    // least one unit of wall-clock time so the loop always advances.
-    const nextMs = next.toMillis() > start.toMillis() ? next.toMillis() : start.toMillis() + 60_000;
-    out.push({ fromMs: Math.max(start.toMillis(), fromMs), toMs: Math.min(nextMs, toMs) });
+    // The next boundary is the start of the unit k units later, for the smallest k that moves
+    // forward. k > 1 only where clocks go back by less than the unit (Lord Howe's 30 minutes):
+    // one step lands inside the repeated half hour, whose start of hour is the current start,
+    // so that hour lasts 90 minutes, as a fall-back day lasts 25 hours.
+    let next = start;
+    for (let k = 1; next.toMillis() <= start.toMillis(); k++) {
+      next = start.plus({ [`${size}s`]: k }).startOf(size);
+    }
+    out.push({ fromMs: Math.max(start.toMillis(), fromMs), toMs: Math.min(next.toMillis(), toMs) });
     if (out.length > maxWindows) break;
-    start = DateTime.fromMillis(nextMs, { zone: tz });
+    start = next;
   }
   return out;
 }

@@ -1,0 +1,133 @@
+import type { NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { busNames } from "../src/bus/index.js";
+import { CatalogStore } from "../src/catalog/index.js";
+import type { MeterDefinition } from "../src/catalog/index.js";
+import type { Config } from "../src/config/index.js";
+import { connectNats } from "../src/runtime/connect.js";
+import { eventually, testConfig } from "./helpers.js";
+
+let config: Config;
+let nc: NatsConnection;
+const opened: CatalogStore[] = [];
+
+beforeAll(async () => {
+  config = testConfig();
+  nc = await connectNats(config, "catalog-store-test");
+});
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  await nc?.close();
+});
+
+/** A started store on this file's bucket. */
+async function openStore(): Promise<CatalogStore> {
+  const store = await CatalogStore.open(
+    nc.jetstream(),
+    busNames(config.nats.prefix).catalogBucket,
+    config.nats.replicas,
+  );
+  opened.push(store);
+  await store.start();
+  return store;
+}
+
+const apiCalls: MeterDefinition = { key: "api_calls", event_type: "api_call", aggregation: "count" };
+const T1 = new Date("2026-05-01T10:00:00.000Z");
+const T2 = new Date("2026-05-02T10:00:00.000Z");
+
+describe("CatalogStore", () => {
+  it("versions a meter: created v1, identical apply unchanged, changed apply v2, history of both", async () => {
+    const store = await openStore();
+    expect(await store.apply([apiCalls], T1)).toEqual([{ key: "api_calls", outcome: "created", version: 1 }]);
+    expect(store.get("api_calls")).toEqual({ ...apiCalls, version: 1, applied_at: T1.toISOString() });
+
+    // Same definition, keys in another order: nothing to do.
+    const reordered: MeterDefinition = { aggregation: "count", event_type: "api_call", key: "api_calls" };
+    expect(await store.apply([reordered], T2)).toEqual([
+      { key: "api_calls", outcome: "unchanged", version: 1 },
+    ]);
+
+    const changed: MeterDefinition = { ...apiCalls, filters: [{ property: "status", not_equals: "failed" }] };
+    expect(await store.apply([changed], T2)).toEqual([{ key: "api_calls", outcome: "updated", version: 2 }]);
+    expect(store.get("api_calls")).toEqual({ ...changed, version: 2, applied_at: T2.toISOString() });
+
+    expect(await store.history("api_calls")).toEqual([
+      { ...apiCalls, version: 1, applied_at: T1.toISOString() },
+      { ...changed, version: 2, applied_at: T2.toISOString() },
+    ]);
+    expect(await store.history("never_applied")).toEqual([]);
+  });
+
+  it("keeps meters not mentioned and lists every current meter", async () => {
+    const store = await openStore();
+    const a: MeterDefinition = { key: "keep_a", event_type: "a", aggregation: "count" };
+    const b: MeterDefinition = { key: "keep_b", event_type: "b", aggregation: "sum", value_property: "n" };
+    await store.apply([a, b], T1);
+    expect(await store.apply([{ ...b, value_property: "m" }], T2)).toEqual([
+      { key: "keep_b", outcome: "updated", version: 2 },
+    ]);
+    expect(store.get("keep_a")?.version).toBe(1);
+    expect(store.list().map((m) => m.key)).toEqual(expect.arrayContaining(["keep_a", "keep_b"]));
+    // History of keep_b does not pick up versions of a key that merely shares its prefix.
+    await store.apply([{ ...b, key: "keep_b_x" }], T1);
+    expect((await store.history("keep_b")).map((m) => m.version)).toEqual([1, 2]);
+  });
+
+  it("loses no version when two appliers change the same meter at once", async () => {
+    const store = await openStore();
+    const other = await openStore();
+    const key = "racy";
+    await store.apply([{ key, event_type: "e", aggregation: "count" }], T1);
+    await eventually(
+      async () => Promise.resolve(other.get(key)?.version === 1),
+      10_000,
+      "second store sees v1",
+    );
+
+    const x: MeterDefinition = { key, event_type: "e", aggregation: "sum", value_property: "x" };
+    const y: MeterDefinition = { key, event_type: "e", aggregation: "sum", value_property: "y" };
+    const [rx, ry] = await Promise.all([store.apply([x], T2), other.apply([y], T2)]);
+    expect([rx[0]!.version, ry[0]!.version].sort()).toEqual([2, 3]);
+    expect(rx[0]!.outcome).toBe("updated");
+    expect(ry[0]!.outcome).toBe("updated");
+
+    const history = await store.history(key);
+    expect(history.map((m) => m.version)).toEqual([1, 2, 3]);
+    const props = history.slice(1).map((m) => m.value_property);
+    expect(props.sort()).toEqual(["x", "y"]);
+    // The current meter is the last version written.
+    const last = history[2]!;
+    await eventually(async () => Promise.resolve(store.get(key)?.version === 3), 10_000, "store sees v3");
+    expect(store.get(key)?.value_property).toBe(last.value_property);
+    await eventually(async () => Promise.resolve(other.get(key)?.version === 3), 10_000, "other sees v3");
+  });
+
+  it("lets a second instance watching the bucket see changes applied elsewhere", async () => {
+    const writer = await openStore();
+    const reader = await openStore();
+    const m: MeterDefinition = { key: "watched", event_type: "w", aggregation: "count" };
+    await writer.apply([m], T1);
+    await eventually(
+      async () => Promise.resolve(reader.get("watched")?.version === 1),
+      10_000,
+      "reader sees v1",
+    );
+    await writer.apply([{ ...m, name: "Watched" }], T2);
+    await eventually(
+      async () => Promise.resolve(reader.get("watched")?.version === 2),
+      10_000,
+      "reader sees v2",
+    );
+    expect(reader.get("watched")).toEqual({
+      ...m,
+      name: "Watched",
+      version: 2,
+      applied_at: T2.toISOString(),
+    });
+
+    // A store started later loads the current meters before start() returns.
+    const late = await openStore();
+    expect(late.get("watched")?.version).toBe(2);
+  });
+});
