@@ -9,6 +9,8 @@ const benches = {
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
   sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
+  usage:
+    "the usage query path (queryUsage) on ClickHouse over >= 100M events: one customer's month p50/p99, all customers, vs bare SQL",
 } as const;
 
 type BenchName = keyof typeof benches;

@@ -106,7 +106,9 @@ export class CatalogStore {
           results.push(await this.applyOne(def, now));
           break;
         } catch (err: unknown) {
-          if (!(err instanceof VersionConflict) || attempt >= 5) throw err;
+          if (!(err instanceof VersionConflict) || attempt >= 20) throw err;
+          // Another applier claimed the version: re-read and retry after a short jittered pause.
+          await new Promise((r) => setTimeout(r, Math.random() * 20 * (attempt + 1)));
         }
       }
     }
