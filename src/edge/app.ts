@@ -10,7 +10,7 @@ import type { GroupCommitPublisher, Watermarks } from "../bus/index.js";
 import type { ClickHouseClient } from "../clickhouse/index.js";
 import { queryRows, sql } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
-import { bodyFormat, decodeContent, decodeEvents, parseRfc3339, validateEvents } from "../events/index.js";
+import { bodyFormat, decodeContent, decodeEvents, validateEvents } from "../events/index.js";
 import { ApiError } from "../lib/errors.js";
 import { registry, type Logger } from "../observability/index.js";
 import { requireScope } from "./auth.js";
@@ -19,6 +19,7 @@ import { mountPortal } from "./portal.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 import type { EdgeEnv } from "./context.js";
 import { onError } from "./errors.js";
+import { parseWith, timeParam } from "./params.js";
 import { countRejected, countAccepted } from "./metrics.js";
 
 /** What the edge needs; built by `startEdge`, or by tests with their own servers. */
@@ -40,15 +41,6 @@ export interface EdgeDeps {
 /** Most field errors listed in one 400 (the total is always given). */
 const maxListedErrors = 1000;
 
-const timeParam = z.string().transform((s, ctx) => {
-  const ms = /^\d+$/.test(s) ? Number(s) : parseRfc3339(s);
-  if (ms === null || !Number.isSafeInteger(ms)) {
-    ctx.addIssue({ code: "custom", message: "must be RFC 3339 or epoch milliseconds" });
-    return z.NEVER;
-  }
-  return ms;
-});
-
 const filterQuery = z.object({
   customer: z.string().min(1).max(256).optional(),
   type: z.string().min(1).max(128).optional(),
@@ -62,18 +54,6 @@ const listQuery = filterQuery.extend({
 });
 
 const cursorSchema = z.object({ ts: z.number().int(), id: z.string() });
-
-function parseQuery<T extends z.ZodType>(schema: T, query: Record<string, string>): z.infer<T> {
-  const r = schema.safeParse(query);
-  if (!r.success) {
-    throw new ApiError(
-      "invalid_request",
-      r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
-      r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
-    );
-  }
-  return r.data;
-}
 
 /** The HTTP API (ingest, event debugger, keys, health). Pure wiring: no listening here. */
 export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
@@ -147,7 +127,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   );
 
   app.get("/v1/events", requireScope(keys, "read"), async (c) => {
-    const q = parseQuery(listQuery, c.req.query());
+    const q = parseWith(listQuery, c.req.query());
     let after: { ts: number; id: string } | undefined;
     if (q.cursor !== undefined) {
       try {
@@ -174,7 +154,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   });
 
   app.get("/v1/events/count", requireScope(keys, "read"), async (c) => {
-    const q = parseQuery(filterQuery, c.req.query());
+    const q = parseWith(filterQuery, c.req.query());
     const watermark = await watermarks.current();
     const rows = await queryRows<{ count: string }>(
       clickhouse,
@@ -194,15 +174,8 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     } catch {
       throw new ApiError("invalid_request", "body is not valid JSON");
     }
-    const r = createKey.safeParse(body);
-    if (!r.success) {
-      throw new ApiError(
-        "invalid_request",
-        r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
-        r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
-      );
-    }
-    const { key, record } = await keys.create(r.data.name, r.data.scopes);
+    const input = parseWith(createKey, body);
+    const { key, record } = await keys.create(input.name, input.scopes);
     log.info({ keyId: record.id, scopes: record.scopes }, "api key created");
     return c.json({ key, ...record }, 201);
   });

@@ -6,7 +6,6 @@ import { DateTime } from "luxon";
 import { z } from "zod";
 import { hasScope, maxPortalTokenSeconds, portalTokenPrefix } from "../auth/index.js";
 import { CatalogInputError, meterKeyPattern, parseMeters, validateMeter } from "../catalog/index.js";
-import { parseRfc3339 } from "../events/index.js";
 import { ApiError } from "../lib/errors.js";
 import {
   isValidZone,
@@ -18,21 +17,13 @@ import {
 import type { EdgeDeps } from "./app.js";
 import { requireScope } from "./auth.js";
 import type { EdgeEnv } from "./context.js";
+import { parseWith, timeParam } from "./params.js";
 
 /** Longest range one usage question may cover. */
 const maxRangeDays = 400;
 
 /** Most bytes of a catalog document sent to `POST /v1/catalog`. */
 const maxCatalogBytes = 1024 * 1024;
-
-const timeParam = z.string().transform((s, ctx) => {
-  const ms = /^\d+$/.test(s) ? Number(s) : parseRfc3339(s);
-  if (ms === null || !Number.isSafeInteger(ms)) {
-    ctx.addIssue({ code: "custom", message: "must be RFC 3339 or epoch milliseconds" });
-    return z.NEVER;
-  }
-  return ms;
-});
 
 const usageQuery = z.object({
   meter: z.string({ error: "is required" }).regex(meterKeyPattern, "must be a meter key"),
@@ -57,18 +48,6 @@ const usageQuery = z.object({
     .optional(),
   token: z.string().optional(),
 });
-
-function parseQuery<T extends z.ZodType>(schema: T, query: Record<string, string>): z.infer<T> {
-  const r = schema.safeParse(query);
-  if (!r.success) {
-    throw new ApiError(
-      "invalid_request",
-      r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
-      r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
-    );
-  }
-  return r.data;
-}
 
 function invalid(field: string, message: string): ApiError {
   return new ApiError("invalid_request", `${field}: ${message}`, [{ field, code: "invalid", message }]);
@@ -121,7 +100,7 @@ function currentMonth(nowMs: number, tz: string): { fromMs: number; toMs: number
  * sees its own customer and nothing else, whatever `customer` says.
  */
 export function usageRequestFrom(c: Context<EdgeEnv>, deps: EdgeDeps, nowMs: number): UsageRequest {
-  const q = parseQuery(usageQuery, c.req.query());
+  const q = parseWith(usageQuery, c.req.query());
   const portal = c.get("portal");
   let customer = q.customer;
   if (portal !== undefined) {
@@ -279,20 +258,13 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
     expires_in: z.number().int().min(60).max(maxPortalTokenSeconds).default(3600),
   });
   app.post("/v1/portal/tokens", requireScope(deps.keys, "admin"), async (c) => {
-    const r = tokenBody.safeParse(await readJson(c));
-    if (!r.success) {
-      throw new ApiError(
-        "invalid_request",
-        r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
-        r.error.issues.map((i) => ({ field: i.path.join("."), code: i.code, message: i.message })),
-      );
-    }
-    const { token, expiresAt } = deps.portalTokens.issue(r.data.customer, r.data.expires_in);
-    deps.log.info({ customer: r.data.customer, expiresAt, keyId: c.get("apiKey").id }, "portal token issued");
+    const body = parseWith(tokenBody, await readJson(c));
+    const { token, expiresAt } = deps.portalTokens.issue(body.customer, body.expires_in);
+    deps.log.info({ customer: body.customer, expiresAt, keyId: c.get("apiKey").id }, "portal token issued");
     return c.json(
       {
         token,
-        customer: r.data.customer,
+        customer: body.customer,
         expires_at: new Date(expiresAt).toISOString(),
         url: `/portal?token=${encodeURIComponent(token)}`,
       },

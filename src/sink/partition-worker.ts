@@ -74,7 +74,10 @@ export class PartitionWorker {
     // redelivered while we still hold it: harmless for counting (the ledger fingerprint makes
     // the second write an identical row) but it doubles the work exactly when ClickHouse is
     // slowest. Every message we hold is kept alive with `working()` until acked.
-    this.keepalive = setInterval(() => this.touchHeld(), Math.max(500, Math.floor(this.cfg.sink.ackWaitMs / 3)));
+    this.keepalive = setInterval(
+      () => this.touchHeld(),
+      Math.max(500, Math.floor(this.cfg.sink.ackWaitMs / 3)),
+    );
     for await (const msg of this.messages) {
       let events: tally.v1.IBusEvent[];
       try {
