@@ -162,6 +162,14 @@ function insertEvents(rows: readonly EventRow[]): string {
   return `INSERT INTO ${sql.eventsTable(db)} (customer, type, ts, id, received, source, prop_keys, prop_values) VALUES ${values.join(", ")}`;
 }
 
+/** Rewrite records (`event_rewrites`) for rows about to be written a second time. */
+function insertRewrites(rows: readonly EventRow[]): string {
+  const values = rows.map(
+    (r) => `(${[r.customer, r.type, r.ts, r.id].map((v) => lit(v)).join(", ")}, now())`,
+  );
+  return `INSERT INTO ${sql.rewritesTable(db)} (customer, type, ts, id, recorded_at) VALUES ${values.join(", ")}`;
+}
+
 beforeAll(async () => {
   const config = testConfig();
   db = config.clickhouse.database;
@@ -516,7 +524,10 @@ describe("usage queries (happy)", () => {
 
   beforeAll(async () => {
     await execBoth(insertEvents([...grid, ...ties, ...abs, dup, ...noise]));
-    await execBoth(insertEvents([...grid.filter((_, k) => k % 3 === 0), ...tenths.slice(0, 10), dup]));
+    // The copies, each announced in event_rewrites first, as the sink does when it rewrites.
+    const copies = [...grid.filter((_, k) => k % 3 === 0), ...tenths.slice(0, 10), dup];
+    await execBoth(insertRewrites([...copies, ...ties]));
+    await execBoth(insertEvents(copies));
     await execBoth(insertEvents([dup, ...ties]));
   });
 

@@ -4,6 +4,8 @@ import { busNames } from "../src/bus/index.js";
 import { lit, queryRows, sql, type ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
+import type { Meter } from "../src/catalog/index.js";
+import { queryUsage } from "../src/usage/index.js";
 import { childEnv, distinctCount, eventually, post, startTestEdge, testConfig } from "./helpers.js";
 
 /** Runs `tally sink` as a real child process (so SIGKILL kills a real process). */
@@ -143,6 +145,31 @@ describe("sink crashes", () => {
       `SELECT toString(count()) AS n FROM ${config.clickhouse.database}.events WHERE customer = 'window'`,
     );
     expect(Number(raw[0]!.n)).toBeGreaterThanOrEqual(1000);
+    // Every extra copy was announced in event_rewrites, so the usage path (which collapses only
+    // announced ids) still answers exactly 1000 events and 500.
+    const [recorded] = await queryRows<{ n: string }>(
+      ch,
+      `SELECT toString(uniqExact(id)) AS n FROM ${config.clickhouse.database}.event_rewrites WHERE customer = 'window'`,
+    );
+    const copies = Number(raw[0]!.n) - 1000;
+    expect(copies).toBeGreaterThan(0); // the crash left second copies: the collapse is exercised
+    expect(Number(recorded!.n)).toBeGreaterThan(0);
+    const deps = {
+      clickhouse: ch,
+      database: config.clickhouse.database,
+      watermarks: { current: () => Promise.resolve(Date.now()) },
+    };
+    const meter = (aggregation: "count" | "sum"): Meter => ({
+      key: aggregation,
+      event_type: "t",
+      aggregation,
+      ...(aggregation === "sum" ? { value_property: "q" } : {}),
+      version: 1,
+      applied_at: new Date().toISOString(),
+    });
+    const range = { customer: "window", fromMs: Date.now() - 3_600_000, toMs: Date.now() + 60_000 };
+    expect((await queryUsage(deps, { meter: meter("count"), ...range })).data[0]!.value).toBe("1000");
+    expect((await queryUsage(deps, { meter: meter("sum"), ...range })).data[0]!.value).toBe("500");
     healthy.kill("SIGTERM");
     expect(await exited(healthy)).toBe(0);
   });

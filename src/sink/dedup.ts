@@ -26,6 +26,16 @@ export interface LedgerRow {
   seen_day: string;
 }
 
+/** A rewrite record as inserted into `event_rewrites`: this id gets a second, identical row. */
+export interface RewriteRow {
+  customer: string;
+  type: string;
+  ts: number;
+  id: string;
+  /** `YYYY-MM-DD hh:mm:ss` (UTC); informational. */
+  recorded_at: string;
+}
+
 /** The outcome of deduplicating one sink batch. */
 export interface DedupResult {
   /** Rows to write to `events`: new events and idempotent rewrites of ledgered ones. */
@@ -36,13 +46,15 @@ export interface DedupResult {
   duplicates: number;
   /** Ledgered events written again, identical to their first write (redelivery after a crash). */
   rewrites: number;
+  /** Records of those rewrites; written before the rows, so reads know which ids to collapse. */
+  rewritten: RewriteRow[];
 }
 
 /**
  * Fingerprint of everything that lands in an event row except `received`. Two copies with the
  * same id and fingerprint produce identical rows (same sort key), so rewriting one is idempotent.
- * 64 bits from two FNV-1a passes: cheap, and a collision could only make a differing retry
- * be written as a second row with the same id, which the read path still counts once.
+ * 64 bits from two FNV-1a passes: cheap; a collision (a differing retry taken for the winner)
+ * would be recorded as a rewrite and still counted once, with the value of one of the copies.
  */
 export function fingerprint(e: BusEvent): string {
   const keys = e.propKeys ?? [];
@@ -79,9 +91,11 @@ export function dedup(
   nowMs: number,
 ): DedupResult {
   const rows: EventRow[] = [];
+  const rewritten: RewriteRow[] = [];
   const ledger: LedgerRow[] = [];
   const taken = new Set<string>();
   const seenDay = new Date(nowMs).toISOString().slice(0, 10);
+  const recordedAt = new Date(nowMs).toISOString().slice(0, 19).replace("T", " ");
   let duplicates = 0;
   let rewrites = 0;
   for (const e of events) {
@@ -120,7 +134,8 @@ export function dedup(
       });
     } else {
       rewrites++;
+      rewritten.push({ customer: e.customer ?? "", type: e.type ?? "", ts, id, recorded_at: recordedAt });
     }
   }
-  return { rows, ledger, duplicates, rewrites };
+  return { rows, ledger, duplicates, rewrites, rewritten };
 }
