@@ -99,6 +99,8 @@ SETTINGS index_granularity = 1024`,
     statements: (db) => [
       // Ids the sink wrote a second, identical row for (crash recovery, ambiguous inserts),
       // recorded before the copy is written; the usage path collapses only these ids.
+      // No backfill: versions 1 and 2 ship together in the first release, so no database
+      // holds copies written without a record.
       `CREATE TABLE IF NOT EXISTS ${ident(db)}.event_rewrites (
   customer String,
   type String,
@@ -108,9 +110,6 @@ SETTINGS index_granularity = 1024`,
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
 ORDER BY (customer, type, ts, id)`,
-      // Copies written before this table existed: record them once (a full scan, at upgrade).
-      `INSERT INTO ${ident(db)}.event_rewrites (customer, type, ts, id, recorded_at)
-SELECT customer, type, any(ts), id, now() FROM ${ident(db)}.events GROUP BY customer, type, id HAVING count() > 1`,
     ],
   },
 ];
