@@ -1,5 +1,4 @@
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { z } from "zod";
 import type { KeyStore, PortalTokens } from "../auth/index.js";
@@ -18,6 +17,7 @@ import { mountCompatRoutes } from "./compat/index.js";
 import { mountPortal } from "./portal.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 import type { EdgeEnv } from "./context.js";
+import { readBodyLimited } from "./body.js";
 import { onError } from "./errors.js";
 import { parseWith, timeParam } from "./params.js";
 import { countRejected, countAccepted } from "./metrics.js";
@@ -78,53 +78,43 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     c.text(await registry.metrics(), 200, { "content-type": registry.contentType }),
   );
 
-  app.post(
-    "/v1/events",
-    requireScope(keys, "ingest"),
-    bodyLimit({
-      maxSize: config.limits.maxBodyBytes,
-      onError: () => {
-        throw new ApiError("payload_too_large", `request body exceeds ${config.limits.maxBodyBytes} bytes`);
-      },
-    }),
-    async (c) => {
-      const format = bodyFormat(c.req.header("content-type"));
-      const raw = new Uint8Array(await c.req.arrayBuffer());
-      const body = decodeContent(raw, c.req.header("content-encoding"), config.limits.maxBodyBytes);
-      let events: unknown[];
-      try {
-        events = decodeEvents(body, format);
-      } catch (err: unknown) {
-        countRejected("malformed_body", 1);
-        throw err;
-      }
-      if (events.length > config.limits.maxEventsPerRequest) {
-        countRejected("too_many_events", events.length);
-        throw new ApiError(
-          "payload_too_large",
-          `at most ${config.limits.maxEventsPerRequest} events per request (got ${events.length})`,
-        );
-      }
-      if (events.length === 0) throw new ApiError("invalid_request", "no events in the body");
-      const batch = validateEvents(events, { nowMs: now(), backfillDays: config.limits.backfillDays });
-      if (batch.errors.length > 0) {
-        for (const e of batch.errors) countRejected(e.code, 1);
-        const invalid = new Set(batch.errors.map((e) => e.index)).size;
-        throw new ApiError(
-          "invalid_events",
-          `${invalid} of ${events.length} events are invalid; nothing was accepted`,
-          {
-            invalid,
-            errors: batch.errors.slice(0, maxListedErrors),
-            truncated: batch.errors.length > maxListedErrors,
-          },
-        );
-      }
-      await publisher.publish(batch.events);
-      countAccepted(batch.events.length);
-      return c.json({ accepted: batch.events.length, duplicates: batch.duplicates }, 202);
-    },
-  );
+  app.post("/v1/events", requireScope(keys, "ingest"), async (c) => {
+    const format = bodyFormat(c.req.header("content-type"));
+    const raw = await readBodyLimited(c, config.limits.maxBodyBytes);
+    const body = decodeContent(raw, c.req.header("content-encoding"), config.limits.maxBodyBytes);
+    let events: unknown[];
+    try {
+      events = decodeEvents(body, format);
+    } catch (err: unknown) {
+      countRejected("malformed_body", 1);
+      throw err;
+    }
+    if (events.length > config.limits.maxEventsPerRequest) {
+      countRejected("too_many_events", events.length);
+      throw new ApiError(
+        "payload_too_large",
+        `at most ${config.limits.maxEventsPerRequest} events per request (got ${events.length})`,
+      );
+    }
+    if (events.length === 0) throw new ApiError("invalid_request", "no events in the body");
+    const batch = validateEvents(events, { nowMs: now(), backfillDays: config.limits.backfillDays });
+    if (batch.errors.length > 0) {
+      for (const e of batch.errors) countRejected(e.code, 1);
+      const invalid = new Set(batch.errors.map((e) => e.index)).size;
+      throw new ApiError(
+        "invalid_events",
+        `${invalid} of ${events.length} events are invalid; nothing was accepted`,
+        {
+          invalid,
+          errors: batch.errors.slice(0, maxListedErrors),
+          truncated: batch.errors.length > maxListedErrors,
+        },
+      );
+    }
+    await publisher.publish(batch.events);
+    countAccepted(batch.events.length);
+    return c.json({ accepted: batch.events.length, duplicates: batch.duplicates }, 202);
+  });
 
   app.get("/v1/events", requireScope(keys, "read"), async (c) => {
     const q = parseWith(listQuery, c.req.query());

@@ -1,11 +1,11 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Scope } from "../../auth/index.js";
 import { decodeContent, validateEvents } from "../../events/index.js";
 import { ApiError, type FieldError } from "../../lib/errors.js";
 import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
+import { readBodyLimited } from "../body.js";
 import type { EdgeEnv } from "../context.js";
 import { countAccepted, countRejected } from "../metrics.js";
 
@@ -68,14 +68,7 @@ export async function authorize(deps: EdgeDeps, c: Context<EdgeEnv>, scope: Scop
  */
 export async function readBody(deps: EdgeDeps, c: Context<EdgeEnv>): Promise<Uint8Array> {
   const max = deps.config.limits.maxBodyBytes;
-  const limit: MiddlewareHandler = bodyLimit({
-    maxSize: max,
-    onError: () => {
-      throw new ApiError("payload_too_large", `request body exceeds ${max} bytes`);
-    },
-  });
-  await limit(c as Context<EdgeEnv, string>, noop);
-  const raw = new Uint8Array(await c.req.arrayBuffer());
+  const raw = await readBodyLimited(c, max);
   return decodeContent(raw, c.req.header("content-encoding"), max);
 }
 
