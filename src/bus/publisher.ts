@@ -75,6 +75,7 @@ export class GroupCommitPublisher {
   private readonly pending: Pending[];
   private readonly inflight: number[];
   private queuedBytes = 0;
+  private scheduled = false;
   private spaceWaiters: (() => void)[] = [];
   private closed = false;
 
@@ -145,8 +146,23 @@ export class GroupCommitPublisher {
     q.bytes += chunk.length;
     q.waiters.push(d);
     this.queuedBytes += chunk.length;
-    this.pump(p);
+    this.schedule();
     return d.promise;
+  }
+
+  /**
+   * Publishes at the end of this event-loop turn rather than at once: every request the HTTP
+   * parser handed over in the same turn joins the same publish, and the publishes of all
+   * partitions leave in one socket write. Costs well under a millisecond of latency; on a busy
+   * edge it cut NATS writes (each a syscall that wakes nats-server) by several times.
+   */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      for (let p = 0; p < this.pending.length; p++) this.pump(p);
+    });
   }
 
   private pump(p: number): void {
