@@ -10,5 +10,14 @@ export {
   usageAggregate,
   usageGaugeCarryIn,
   usageGaugePoints,
+  usageRewriteCount,
 } from "./sql.js";
-export type { SqlValue, Migration, EventFilter, SqlAggregation, UsageFilter, UsageSpec } from "./sql.js";
+export type {
+  Collapse,
+  SqlValue,
+  Migration,
+  EventFilter,
+  SqlAggregation,
+  UsageFilter,
+  UsageSpec,
+} from "./sql.js";

@@ -236,36 +236,59 @@ function bucketExpr(b: UsageSpec["bucket"], tsCol: string): string {
 }
 
 /**
- * One row per event matching the spec, in `[from, to)`: `u_id, u_c` (customer), `u_ts`,
- * `u_v` (value text), `u_ok` (value is a plain decimal), `u_g0..` (group values, '' when absent).
- *
- * Exactly once at read time, without collapsing every row by id: all rows ever written for an
- * id are identical (the sink's ledger fingerprints), and a second copy exists only where the
- * sink rewrote an event after a crash or an ambiguous insert — and it records each such id in
- * `event_rewrites` *before* writing the copy. So rows of ids never rewritten are taken as they
- * are, and only recorded ids are collapsed (`GROUP BY id` over a handful of rows). On a month of
- * one large customer this is ~15x cheaper than collapsing every id.
- * NOTE: the `IN` set is built after the query picked the `events` parts it reads, so a copy in
- * those parts always has its record in the set.
+ * Which ids a usage query collapses: `none` — no rewrite is recorded in the scope (the usual
+ * case: one plain scan); `recorded` — the ids recorded in `event_rewrites` for the scope;
+ * `all` — every id (`GROUP BY id`), for callers without the record check. See `usage/query.ts`
+ * for how the caller makes sure no record appears while the query runs.
  */
-function dedupedEvents(db: string, s: UsageSpec, range: string): string {
-  const where = [`type = ${lit(s.eventType)}`, range];
+export type Collapse = { kind: "none" } | { kind: "recorded" } | { kind: "all" };
+
+/** How many rewrites are recorded for a spec's customer, type and `[from, to)` (or `ts < from`). */
+export function usageRewriteCount(db: string, s: UsageSpec, range: "range" | "before"): string {
+  return `SELECT toString(count()) AS n FROM ${ident(db)}.event_rewrites WHERE ${scopeWhere(s, range).join(" AND ")}`;
+}
+
+function scopeWhere(s: UsageSpec, range: "range" | "before"): string[] {
+  const where = [
+    `type = ${lit(s.eventType)}`,
+    range === "range" ? `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}` : `ts < ${lit(s.fromMs)}`,
+  ];
   if (s.customer !== undefined) where.unshift(`customer = ${lit(s.customer)}`);
-  const scope = where.join(" AND ");
-  const match = [...where];
+  return where;
+}
+
+/**
+ * One row per event matching the spec: `u_id, u_c` (customer), `u_ts`, `u_v` (value text),
+ * `u_ok` (value is a plain decimal), `u_g0..` (group values, '' when absent).
+ *
+ * Exactly once at read time without collapsing every row by id: all rows ever written for an
+ * id are identical (the sink's ledger fingerprints), and a second copy exists only where the
+ * sink rewrote an event after a crash or an ambiguous insert — recording the id in
+ * `event_rewrites` *before* writing the copy. Rows of other ids are single and are read as they
+ * are (one scan, no `GROUP BY id`); recorded ids, usually none, are collapsed on their own.
+ */
+function dedupedEvents(db: string, s: UsageSpec, range: "range" | "before", collapse: Collapse): string {
+  const match = scopeWhere(s, range);
   if (s.valueProperty !== undefined) match.push(`has(prop_keys, ${lit(s.valueProperty)})`);
   for (const f of s.filters) match.push(usageFilterSql(f));
   const value = s.valueProperty === undefined ? "''" : prop(s.valueProperty);
-  const rewritten = `id IN (SELECT id FROM ${ident(db)}.event_rewrites WHERE ${scope})`;
-  const plain = s.groupBy.map((g, i) => `, ${prop(g)} AS u_g${i}`).join("");
-  const collapsed = s.groupBy.map((g, i) => `, any(${prop(g)}) AS u_g${i}`).join("");
-  return `SELECT id AS u_id, customer AS u_c, ts AS u_ts, ${value} AS u_v,
-    match(u_v, ${lit(decimalPattern)}) AS u_ok${plain}
-  FROM ${ident(db)}.events WHERE ${match.join(" AND ")} AND NOT (${rewritten})
+  const ok = `match(u_v, ${lit(decimalPattern)}) AS u_ok`;
+  const collapsedSelect = (where: string) => {
+    const groups = s.groupBy.map((g, i) => `, any(${prop(g)}) AS u_g${i}`).join("");
+    return `SELECT id AS u_id, any(customer) AS u_c, any(ts) AS u_ts, any(${value}) AS u_v, ${ok}${groups}
+  FROM ${ident(db)}.events WHERE ${where} GROUP BY id`;
+  };
+  if (collapse.kind === "all") return collapsedSelect(match.join(" AND "));
+  const groups = s.groupBy.map((g, i) => `, ${prop(g)} AS u_g${i}`).join("");
+  const single = (
+    where: string,
+  ) => `SELECT id AS u_id, customer AS u_c, ts AS u_ts, ${value} AS u_v, ${ok}${groups}
+  FROM ${ident(db)}.events WHERE ${where}`;
+  if (collapse.kind === "none") return single(match.join(" AND "));
+  const recorded = `id IN (SELECT id FROM ${ident(db)}.event_rewrites WHERE ${scopeWhere(s, range).join(" AND ")})`;
+  return `${single(`${match.join(" AND ")} AND NOT (${recorded})`)}
   UNION ALL
-  SELECT id AS u_id, any(customer) AS u_c, any(ts) AS u_ts, any(${value}) AS u_v,
-    match(u_v, ${lit(decimalPattern)}) AS u_ok${collapsed}
-  FROM ${ident(db)}.events WHERE ${match.join(" AND ")} AND ${rewritten} GROUP BY id`;
+  ${collapsedSelect(`${match.join(" AND ")} AND ${recorded}`)}`;
 }
 
 function groupCols(s: UsageSpec): string[] {
@@ -273,7 +296,13 @@ function groupCols(s: UsageSpec): string[] {
 }
 
 /** Rows `u_c?, u_g*, bucket, value, valid, invalid` of an aggregation computed in ClickHouse. */
-export function usageAggregate(db: string, s: UsageSpec, agg: SqlAggregation, maxRows: number): string {
+export function usageAggregate(
+  db: string,
+  s: UsageSpec,
+  agg: SqlAggregation,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
   const dec = `toDecimal128(if(u_ok, u_v, '0'), 9)`;
   const value: Record<SqlAggregation, string> = {
     count: "toString(count())",
@@ -288,7 +317,7 @@ export function usageAggregate(db: string, s: UsageSpec, agg: SqlAggregation, ma
     .map((k) => `${k}, `)
     .join("")}${bucketExpr(s.bucket, "u_ts")} AS bucket, ${value[agg]} AS value,
   toString(${s.numeric ? "countIf(u_ok)" : "count()"}) AS valid, toString(${s.numeric ? "countIf(NOT u_ok)" : "0"}) AS invalid
-FROM (${dedupedEvents(db, s, `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}`)})
+FROM (${dedupedEvents(db, s, "range", collapse)})
 GROUP BY ${keys.join(", ")}
 ORDER BY ${keys.join(", ")}
 LIMIT ${lit(Math.trunc(maxRows))}`;
@@ -299,19 +328,29 @@ LIMIT ${lit(Math.trunc(maxRows))}`;
  * (valid decimals only; the others counted in `invalid`). Ordering and time weighting happen
  * in `usage/` with exact decimals.
  */
-export function usageGaugePoints(db: string, s: UsageSpec, maxRows: number): string {
+export function usageGaugePoints(
+  db: string,
+  s: UsageSpec,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
   const keys = groupCols(s);
   return `SELECT ${keys.map((k) => `${k}, `).join("")}groupArrayIf(toString(u_ts), u_ok) AS ts,
   groupArrayIf(u_id, u_ok) AS ids, groupArrayIf(u_v, u_ok) AS vs, toString(countIf(NOT u_ok)) AS invalid
-FROM (${dedupedEvents(db, s, `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}`)})
+FROM (${dedupedEvents(db, s, "range", collapse)})
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
 }
 
 /** The gauge level carried into `from`: per customer and group, the newest valid value before it. */
-export function usageGaugeCarryIn(db: string, s: UsageSpec, maxRows: number): string {
+export function usageGaugeCarryIn(
+  db: string,
+  s: UsageSpec,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
   const keys = groupCols(s);
   return `SELECT ${keys.map((k) => `${k}, `).join("")}toString(max(u_ts)) AS ts, argMax(u_v, (u_ts, u_id)) AS v, toString(count()) AS n
-FROM (${dedupedEvents(db, s, `ts < ${lit(s.fromMs)}`)})
+FROM (${dedupedEvents(db, s, "before", collapse)})
 WHERE u_ok
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
 }

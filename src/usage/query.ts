@@ -7,7 +7,9 @@ import {
   usageAggregate,
   usageGaugeCarryIn,
   usageGaugePoints,
+  usageRewriteCount,
   type ClickHouseClient,
+  type Collapse,
   type SqlAggregation,
   type UsageFilter,
   type UsageSpec,
@@ -150,9 +152,11 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   if (gaugeAggregations.has(meter.aggregation)) {
     invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf);
   } else {
-    const rows = await queryRows<Record<string, string>>(
-      deps.clickhouse,
-      usageAggregate(deps.database, spec, meter.aggregation as SqlAggregation, maxUsageRows + 1),
+    const rows = await withRewrites(deps, spec, "range", (collapse) =>
+      queryRows<Record<string, string>>(
+        deps.clickhouse,
+        usageAggregate(deps.database, spec, meter.aggregation as SqlAggregation, maxUsageRows + 1, collapse),
+      ),
     );
     if (rows.length > maxUsageRows) tooManyRows();
     for (const r of rows) {
@@ -202,6 +206,35 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
     invalid_values: invalid,
     data,
   };
+}
+
+/**
+ * Runs a query over `events` collapsing exactly the ids the sink recorded as rewritten (none,
+ * usually: then it is one plain scan). The records are counted before and after the query
+ * (`event_rewrites` only grows): a copy is written only after its record, so if the count did
+ * not change, every copy the query could have seen was collapsed. If it changed (a sink is
+ * rewriting right now, after a crash), the query runs again.
+ */
+async function withRewrites<T>(
+  deps: UsageDeps,
+  spec: UsageSpec,
+  range: "range" | "before",
+  run: (collapse: Collapse) => Promise<T>,
+): Promise<T> {
+  const recorded = async () =>
+    Number(
+      (await queryRows<{ n: string }>(deps.clickhouse, usageRewriteCount(deps.database, spec, range)))[0]
+        ?.n ?? 0,
+    );
+  let before = await recorded();
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const result = await run({ kind: before === 0 ? "none" : "recorded" });
+    const after = await recorded();
+    if (after === before) return result;
+    before = after;
+  }
+  // Rewrites kept coming: collapse every id, which needs no records at all.
+  return run({ kind: "all" });
 }
 
 function tooManyRows(): never {
@@ -290,13 +323,17 @@ async function gaugeCells(
   cellOf: (customer: string | undefined, groups: string[]) => Cell,
 ): Promise<number> {
   const [pointRows, carryRows] = await Promise.all([
-    queryRows<Record<string, unknown>>(
-      deps.clickhouse,
-      usageGaugePoints(deps.database, spec, maxUsageRows + 1),
+    withRewrites(deps, spec, "range", (collapse) =>
+      queryRows<Record<string, unknown>>(
+        deps.clickhouse,
+        usageGaugePoints(deps.database, spec, maxUsageRows + 1, collapse),
+      ),
     ),
-    queryRows<Record<string, unknown>>(
-      deps.clickhouse,
-      usageGaugeCarryIn(deps.database, spec, maxUsageRows + 1),
+    withRewrites(deps, spec, "before", (collapse) =>
+      queryRows<Record<string, unknown>>(
+        deps.clickhouse,
+        usageGaugeCarryIn(deps.database, spec, maxUsageRows + 1, collapse),
+      ),
     ),
   ]);
   if (pointRows.length > maxUsageRows || carryRows.length > maxUsageRows) tooManyRows();
