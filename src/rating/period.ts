@@ -20,6 +20,8 @@ export class BillingPeriod {
   /** The frozen `{ start, end }` every full-period line shares. */
   readonly line: LinePeriod;
   readonly #steps = new Map<string, number>();
+  /** The last step asked for: callers rating many subscriptions ask for the same one every time. */
+  #last: { readonly interval: Interval; readonly count: number; readonly ms: number } | null = null;
 
   /** @internal use {@link billingPeriod} or {@link resolvePeriod}. */
   constructor(startMs: number, endMs: number) {
@@ -32,12 +34,15 @@ export class BillingPeriod {
 
   /** `start` plus `count` intervals (memoized per interval: many plans share one period). */
   stepFromStart(interval: Interval, count: number): number {
+    const last = this.#last;
+    if (last !== null && last.interval === interval && last.count === count) return last.ms;
     const key = `${interval}:${count}`;
     let ms = this.#steps.get(key);
     if (ms === undefined) {
       ms = addIntervals(this.startMs, interval, count);
       this.#steps.set(key, ms);
     }
+    this.#last = { interval, count, ms };
     return ms;
   }
 }

@@ -2,6 +2,8 @@ import { currencyOf } from "./currency.js";
 import type { Currency } from "./currency.js";
 import { dec, divRound, fmt, isZero, ZERO } from "./decimal.js";
 import type { Decimal } from "./decimal.js";
+import { addFixed, cmpFixed, divRoundFixed, fmtFixed, mulFixed, parseCanonical, subFixed } from "./fixed.js";
+import type { Fixed } from "./fixed.js";
 import { validatePlan } from "./parse.js";
 import type { Discount, Interval, Plan, PlanInput, Price, Tier } from "./plan-schema.js";
 import type { TierBreakdown } from "./types.js";
@@ -59,6 +61,29 @@ export interface CompiledPrice {
   readonly included: Decimal | null;
   readonly includedStr: string | null;
   readonly tiers: readonly CompiledTier[];
+  /**
+   * The same numbers as safe-integer fixed-point values, for {@link priceFixed}; null when one of
+   * them does not fit (the price is then always evaluated with big.js).
+   */
+  readonly fast: FastPrice | null;
+}
+
+/** A price's numbers as {@link Fixed} values (see fixed.ts); `tiers` parallels `CompiledPrice.tiers`. */
+interface FastPrice {
+  readonly unit: Fixed;
+  readonly transform: { readonly divideBy: Fixed; readonly round: "up" | "down" } | null;
+  readonly included: Fixed | null;
+  readonly tiers: readonly FastTier[];
+}
+
+interface FastTier {
+  /** Graduated: the `full` rows of the earlier tiers, which head this tier's breakdown. */
+  readonly fullBefore: readonly TierBreakdown[];
+  readonly from: Fixed;
+  readonly upTo: Fixed | null;
+  readonly unit: Fixed;
+  readonly flat: Fixed;
+  readonly before: Fixed;
 }
 
 /** A validated plan with its numbers parsed once; build it with {@link compilePlan}. */
@@ -71,11 +96,21 @@ export class CompiledPlan {
   readonly prices: readonly CompiledPrice[];
   /** Meter keys used by this plan's metered prices. */
   readonly meters: ReadonlySet<string>;
+  /**
+   * Meter key → its index in a usage array (one slot per meter, in order of first use), so rating
+   * keeps a subscription's usage in an array rather than a Map.
+   */
+  readonly meterSlots: ReadonlyMap<string, number>;
+  /** The usage slot of each price (parallel to `prices`); -1 for prices without a meter. */
+  readonly priceSlots: readonly number[];
   readonly commitment: Decimal | null;
   readonly commitmentDescription: string;
   readonly spendCap: Decimal | null;
   readonly spendCapDescription: string;
   readonly discounts: readonly CompiledDiscount[];
+  /** Some discount applies to one price / to the whole plan. */
+  readonly hasPriceDiscounts: boolean;
+  readonly hasPlanDiscounts: boolean;
 
   /** @internal use {@link compilePlan}. */
   constructor(plan: Plan) {
@@ -88,11 +123,15 @@ export class CompiledPlan {
     this.intervalCount = Number(plan.interval_count);
     this.prices = plan.prices.map(compilePrice);
     this.meters = new Set(this.prices.flatMap((p) => (p.meter === null ? [] : [p.meter])));
+    this.meterSlots = new Map([...this.meters].map((m, i) => [m, i]));
+    this.priceSlots = this.prices.map((p) => (p.meter === null ? -1 : (this.meterSlots.get(p.meter) ?? -1)));
     this.commitment = plan.minimum_commitment === undefined ? null : dec(plan.minimum_commitment.amount);
     this.commitmentDescription = plan.minimum_commitment?.description ?? "Minimum commitment true-up";
     this.spendCap = plan.spend_cap === undefined ? null : dec(plan.spend_cap.amount);
     this.spendCapDescription = plan.spend_cap?.description ?? "Spend cap adjustment";
     this.discounts = plan.discounts.map(compileDiscount);
+    this.hasPriceDiscounts = this.discounts.some((d) => d.price !== null);
+    this.hasPlanDiscounts = this.discounts.some((d) => d.price === null);
   }
 }
 
@@ -157,7 +196,7 @@ function compilePrice(price: Price): CompiledPrice {
   const tiered = price.billing_scheme === "tiered";
   const graduated = tiered && price.tiers_mode === "graduated";
   const unitStr = tiered ? null : amountOf(price.unit_amount, price.unit_amount_decimal);
-  return {
+  const compiled: Omit<CompiledPrice, "fast"> = {
     key: price.key,
     type: price.type,
     meter: price.meter ?? null,
@@ -173,6 +212,39 @@ function compilePrice(price: Price): CompiledPrice {
     includedStr: price.included_quantity ?? null,
     tiers: tiered ? compileTiers(price.tiers ?? [], graduated) : [],
   };
+  return { ...compiled, fast: compileFast(compiled) };
+}
+
+/** The fixed-point form of a compiled price, or null if any of its numbers does not fit. */
+function compileFast(price: Omit<CompiledPrice, "fast">): FastPrice | null {
+  // Every value goes through its canonical text, so it is the same number as the Decimal.
+  const fixed = (d: Decimal): Fixed | undefined => parseCanonical(fmt(d));
+  const unit = fixed(price.unit);
+  const divideBy = price.transform === null ? null : fixed(price.transform.divideBy);
+  const included = price.included === null ? null : fixed(price.included);
+  if (unit === undefined || divideBy === undefined || included === undefined) return null;
+  const transform =
+    price.transform === null || divideBy === null ? null : { divideBy, round: price.transform.round };
+  const tiers: FastTier[] = [];
+  for (const t of price.tiers) {
+    const from = fixed(t.from);
+    const upTo = t.upTo === null ? null : fixed(t.upTo);
+    const tierUnit = fixed(t.unit);
+    const flat = fixed(t.flat);
+    const before = fixed(t.before);
+    if (
+      from === undefined ||
+      upTo === undefined ||
+      tierUnit === undefined ||
+      flat === undefined ||
+      before === undefined
+    ) {
+      return null;
+    }
+    const fullBefore = price.tiers.slice(0, t.number - 1).flatMap((e) => (e.full === null ? [] : [e.full]));
+    tiers.push({ fullBefore, from, upTo, unit: tierUnit, flat, before });
+  }
+  return { unit, transform, included, tiers };
 }
 
 function compileDiscount(d: Discount): CompiledDiscount {
@@ -266,4 +338,105 @@ export function priceQuantity(
       return { amount, tiers: [row] };
     }
   }
+}
+
+/** {@link PricedQuantity} in fixed point. */
+export interface PricedFixed {
+  /** Exact, unrounded amount in minor units. */
+  readonly amount: Fixed;
+  readonly tiers?: readonly TierBreakdown[];
+  /** Whole packages, for prices with `transform_quantity`. */
+  readonly packages?: number;
+}
+
+/**
+ * {@link priceQuantity} on safe integers: the same amount, tiers and packages for the same price and
+ * quantity, or `undefined` when the price has no fixed-point form or an intermediate value does not
+ * fit (then the caller uses priceQuantity). Rating a line this way allocates a few small objects
+ * instead of big.js digit arrays, which is most of the cost of rating at volume.
+ */
+export function priceFixed(
+  price: CompiledPrice,
+  quantity: Fixed,
+  /** `fmtFixed(quantity)`. */
+  quantityText: string,
+): PricedFixed | undefined {
+  const fast = price.fast;
+  if (fast === null) return undefined;
+  switch (price.scheme) {
+    case "per_unit": {
+      if (fast.transform === null) {
+        const amount = mulFixed(quantity, fast.unit);
+        return amount === undefined ? undefined : { amount };
+      }
+      const packages = divRoundFixed(quantity, fast.transform.divideBy, fast.transform.round);
+      if (packages === undefined) return undefined;
+      const amount = mulFixed({ c: packages, s: 0 }, fast.unit);
+      return amount === undefined ? undefined : { amount, packages };
+    }
+    case "graduated": {
+      const i = fastTierFor(fast.tiers, quantity);
+      if (i === undefined) return undefined;
+      const ft = fast.tiers[i]!;
+      const tier = price.tiers[i]!;
+      const inTier = ft.from.c === 0 ? quantity : subFixed(quantity, ft.from);
+      if (inTier === undefined) return undefined;
+      const units = mulFixed(inTier, ft.unit);
+      const partAmount = units === undefined ? undefined : addFixed(units, ft.flat);
+      const amount = partAmount === undefined ? undefined : addFixed(ft.before, partAmount);
+      if (partAmount === undefined || amount === undefined) return undefined;
+      const row: TierBreakdown = {
+        tier: tier.number,
+        from: tier.fromStr,
+        up_to: tier.upToStr,
+        quantity: inTier === quantity ? quantityText : fmtFixed(inTier),
+        unit_amount_decimal: tier.unitStr,
+        flat_amount_decimal: tier.flatStr,
+        amount_decimal: fmtFixed(partAmount),
+      };
+      return { amount, tiers: withRow(ft.fullBefore, row) };
+    }
+    case "volume": {
+      const i = fastTierFor(fast.tiers, quantity);
+      if (i === undefined) return undefined;
+      const ft = fast.tiers[i]!;
+      const tier = price.tiers[i]!;
+      const units = mulFixed(quantity, ft.unit);
+      const amount = units === undefined ? undefined : addFixed(units, ft.flat);
+      if (amount === undefined) return undefined;
+      const row: TierBreakdown = {
+        tier: tier.number,
+        from: tier.fromStr,
+        up_to: tier.upToStr,
+        quantity: quantityText,
+        unit_amount_decimal: tier.unitStr,
+        flat_amount_decimal: tier.flatStr,
+        amount_decimal: fmtFixed(amount),
+      };
+      return { amount, tiers: [row] };
+    }
+  }
+}
+
+/** `[...rows, row]`, allocated once at its final size (spread, concat or push are slower here). */
+function withRow(rows: readonly TierBreakdown[], row: TierBreakdown): TierBreakdown[] {
+  const n = rows.length;
+  if (n === 0) return [row];
+  const out = new Array<TierBreakdown>(n + 1);
+  for (let i = 0; i < n; i++) out[i] = rows[i]!;
+  out[n] = row;
+  return out;
+}
+
+/** Index of the tier holding `quantity` (as {@link tierFor}), or `undefined` if a bound does not align. */
+function fastTierFor(tiers: readonly FastTier[], quantity: Fixed): number | undefined {
+  for (let i = 0; i < tiers.length; i++) {
+    const upTo = tiers[i]!.upTo;
+    if (upTo === null) return i;
+    const c = cmpFixed(quantity, upTo);
+    if (c === undefined) return undefined;
+    if (c <= 0) return i;
+  }
+  // Validation guarantees a last `inf` tier.
+  throw new Error("unreachable: tiered price without an inf tier");
 }

@@ -2,8 +2,9 @@ import { describe, it, expect } from "vitest";
 import fc from "fast-check";
 import Big from "big.js";
 import type { PlanInput } from "./plan-schema.js";
-import { compilePlan, priceQuantity } from "./pricing.js";
-import { dec } from "./decimal.js";
+import { compilePlan, priceFixed, priceQuantity } from "./pricing.js";
+import { dec, fmt } from "./decimal.js";
+import { fmtFixed, parseFixed } from "./fixed.js";
 import { rate } from "./rate.js";
 import type { RatingInput, SubscriptionChange } from "./rate.js";
 import type { LineItem } from "./types.js";
@@ -243,6 +244,103 @@ describe("invariants (fast-check)", () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe("the fixed-point fast path (fixed.ts) agrees with big.js", () => {
+  /** Amounts and quantities, some with more digits than fixed point takes or large enough to overflow it. */
+  const amount = fc.oneof(
+    { arbitrary: unitAmount, weight: 4 },
+    { arbitrary: decimal(99_999_999_999_999_999n, 12), weight: 1 },
+  );
+  const anyQuantity = fc.oneof(
+    { arbitrary: quantity, weight: 4 },
+    { arbitrary: decimal(999_999_999_999_999_999n, 6), weight: 1 },
+  );
+  const meteredPrice = fc
+    .oneof(
+      fc.record({ unit_amount_decimal: amount }),
+      fc.record({
+        unit_amount_decimal: amount,
+        transform_quantity: fc.record({
+          divide_by: fc.integer({ min: 1, max: 1_000_000 }),
+          round: fc.constantFrom("up", "down"),
+        }),
+      }),
+      fc.record({
+        billing_scheme: fc.constant("tiered"),
+        tiers_mode: fc.constantFrom("graduated", "volume"),
+        tiers,
+      }),
+    )
+    .chain((p) =>
+      fc
+        .option(anyQuantity, { nil: undefined })
+        .map((included) => (included === undefined ? p : { ...p, included_quantity: included })),
+    );
+
+  it("priceFixed returns priceQuantity's amount, tiers and packages, or declines", () => {
+    let fast = 0;
+    fc.assert(
+      fc.property(meteredPrice, anyQuantity, (p, q) => {
+        const price = compilePlan(meteredPlan(p)).prices[0]!;
+        const fixed = parseFixed(q);
+        if (fixed === undefined) return;
+        const text = fmt(dec(q));
+        const priced = priceFixed(price, fixed, text);
+        if (priced === undefined) return;
+        fast++;
+        const reference = priceQuantity(price, dec(q), text);
+        expect(fmtFixed(priced.amount)).toBe(fmt(reference.amount));
+        expect(priced.tiers).toEqual(reference.tiers);
+        expect(priced.packages === undefined ? undefined : String(priced.packages)).toBe(
+          reference.packages === undefined ? undefined : fmt(reference.packages),
+        );
+      }),
+      { numRuns: 1000 },
+    );
+    // Most cases fit in fixed point: the comparison above really ran.
+    expect(fast).toBeGreaterThan(300);
+  });
+
+  /**
+   * The same quantity written so that rating parses it with big.js instead: a bigint for an integer,
+   * else the decimal padded with trailing zeros beyond the 15 significant digits fixed point takes
+   * (fixed.test.ts checks that parseFixed refuses those). Its canonical text is the same.
+   */
+  function viaBigJs(q: string): string | bigint {
+    return q.includes(".") ? `${q}${"0".repeat(16)}` : BigInt(q);
+  }
+
+  function outcome(input: RatingInput): string {
+    try {
+      return JSON.stringify(rate(input));
+    } catch (err) {
+      return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    }
+  }
+
+  it("rate() gives the same invoice, or the same error, whichever path prices the usage", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(meteredPrice, anyQuantity), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        (priced, compiled) => {
+          const plan: PlanInput = {
+            key: "p",
+            currency: "usd",
+            prices: priced.map(([p], i) => ({ key: `x${i}`, type: "metered", meter: `m${i}`, ...p })),
+          };
+          const planArg = compiled ? compilePlan(plan) : plan;
+          const usage = Object.fromEntries(priced.map(([, q], i) => [`m${i}`, q]));
+          const slow = Object.fromEntries(priced.map(([, q], i) => [`m${i}`, viaBigJs(q)]));
+          expect(outcome({ plan: planArg, period: NOV, usage })).toBe(
+            outcome({ plan: planArg, period: NOV, usage: slow }),
+          );
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -2,6 +2,7 @@ import { addIntervals, addMonths, toEpochMs, toIso } from "./calendar.js";
 import { BillingPeriod, billingPeriod } from "./period.js";
 import type { Timestamp } from "./calendar.js";
 import {
+  dec,
   decFromInt,
   divRound,
   fmt,
@@ -15,16 +16,26 @@ import {
   roundHalfUp,
   toDecimal,
   isCanonical,
+  isZero,
   toSafeInteger,
   ZERO,
 } from "./decimal.js";
 import type { Decimal } from "./decimal.js";
+import { cmpFixed, FIXED_ZERO, fmtFixed, parseFixed, roundHalfUpFixed, subFixed } from "./fixed.js";
+import type { Fixed } from "./fixed.js";
 import { formatPath, joinPath, RatingInputError } from "./errors.js";
 import type { RatingIssue } from "./errors.js";
 import type { DecimalSource, Plan, PlanInput } from "./plan-schema.js";
-import { compilePlan, priceQuantity } from "./pricing.js";
+import { compilePlan, priceFixed, priceQuantity } from "./pricing.js";
 import type { CompiledPlan, CompiledPrice } from "./pricing.js";
-import type { DiscountDetail, LineItem, LinePeriod, Proration, RatedInvoice } from "./types.js";
+import type {
+  DiscountDetail,
+  LineItem,
+  LinePeriod,
+  Proration,
+  RatedInvoice,
+  TierBreakdown,
+} from "./types.js";
 
 /** Usage for a plan phase: meter key → quantity (non-negative decimal string, safe integer or bigint). */
 export type UsageInput = Readonly<Record<string, DecimalSource>>;
@@ -67,7 +78,8 @@ interface Phase {
   readonly plan: CompiledPlan;
   readonly from: number;
   readonly to: number;
-  readonly usage: Map<string, Quantity>;
+  /** Indexed by `plan.meterSlots`; a meter without usage has no entry. */
+  readonly usage: readonly (Quantity | undefined)[];
 }
 
 interface SeatStep {
@@ -113,10 +125,22 @@ function parseSeats(value: DecimalSource, path: string, issues: RatingIssue[]): 
   return d;
 }
 
-/** A usage quantity with its canonical text (the input string itself when already canonical). */
-interface Quantity {
-  readonly value: Decimal;
+/**
+ * A usage quantity with its canonical text (the input string itself when already canonical).
+ * A plain decimal string of at most 15 significant digits or a non-negative safe integer (nearly all
+ * usage) is kept in fixed point (fixed.ts) and priced on safe integers, its Decimal made only if a
+ * line needs the big.js path; anything else (bigints, longer numbers, and invalid input, which is
+ * reported from there) is parsed with big.js.
+ */
+interface Quantity extends Fixed {
   readonly text: string;
+  /** null when the quantity is the fixed-point `c / 10^s` (see {@link decimalOf}); c = s = 0 otherwise. */
+  readonly value: Decimal | null;
+}
+
+function decimalOf(q: Quantity): Decimal {
+  // The text of a fixed-point quantity is canonical, so big.js reads back the same value.
+  return q.value ?? dec(q.text);
 }
 
 function parseUsage(
@@ -124,11 +148,16 @@ function parseUsage(
   plan: CompiledPlan,
   path: string,
   issues: RatingIssue[],
-): Map<string, Quantity> {
-  const out = new Map<string, Quantity>();
-  if (usage === undefined) return out;
-  for (const meter of Object.keys(usage)) {
-    if (!plan.meters.has(meter)) {
+): (Quantity | undefined)[] {
+  if (usage === undefined) return [];
+  // One slot per meter of the plan, allocated once (filling an empty array would grow it).
+  const out = new Array<Quantity | undefined>(plan.meterSlots.size);
+  // for-in skipping inherited keys visits the keys of Object.keys in the same order, without
+  // allocating them as an array.
+  for (const meter in usage) {
+    if (!Object.hasOwn(usage, meter)) continue;
+    const slot = plan.meterSlots.get(meter);
+    if (slot === undefined) {
       issues.push({
         path: joinPath(path, formatPath([meter])),
         message: `no metered price of plan ${plan.key} uses this meter`,
@@ -136,6 +165,19 @@ function parseUsage(
       continue;
     }
     const raw = usage[meter];
+    if (typeof raw === "string") {
+      const parsed = parseFixed(raw);
+      if (parsed !== undefined) {
+        // `parsed` itself is not kept nor passed on, so the optimizing compiler need not allocate it.
+        const { c, s } = parsed;
+        out[slot] = { c, s, text: parsed.canonical ? raw : fmtFixed({ c, s }), value: null };
+        continue;
+      }
+    } else if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0) {
+      const c = raw + 0; // -0 → 0
+      out[slot] = { c, s: 0, text: String(c), value: null };
+      continue;
+    }
     const value = toDecimal(raw);
     if (value === undefined || isNegative(value)) {
       issues.push({
@@ -144,10 +186,12 @@ function parseUsage(
       });
       continue;
     }
-    out.set(meter, { value, text: typeof raw === "string" && isCanonical(raw) ? raw : fmt(value) });
+    out[slot] = { c: 0, s: 0, text: typeof raw === "string" && isCanonical(raw) ? raw : fmt(value), value };
   }
   return out;
 }
+
+const NO_CHANGES: readonly SubscriptionChange[] = [];
 
 /** Validates the input and lays out the plan phases and seat steps; throws on any issue. */
 function prepare(input: RatingInput): Prepared {
@@ -195,28 +239,37 @@ function prepare(input: RatingInput): Prepared {
     to = Math.min(end, subEnd);
   }
 
-  const phases: Phase[] = [];
+  /** Phases ended by a plan change. */
+  const earlier: Phase[] = [];
   const seats: SeatStep[] = [
     { from, seats: input.seats === undefined ? null : parseSeats(input.seats, "seats", issues) },
   ];
-  let current = { plan: first, from, usage: parseUsage(input.usage, first, "usage", issues) };
+  // The phase being laid out, as three variables rather than an object rebuilt on each plan change.
+  let currentPlan = first;
+  let currentFrom = from;
+  let currentUsage = parseUsage(input.usage, first, "usage", issues);
   let lastAt = from;
   let lastPlanAt = Number.NaN;
   let lastSeatAt = Number.NaN;
-  (input.changes ?? []).forEach((change, i) => {
+  // A plain loop rather than forEach, whose closure would cost every call a context object even
+  // without changes; holes are skipped as forEach skips them.
+  const changes = input.changes ?? NO_CHANGES;
+  for (let i = 0; i < changes.length; i++) {
+    if (!(i in changes)) continue;
+    const change = changes[i]!;
     const path = `changes[${i}]`;
     const at = parseTime(change.at, `${path}.at`, issues);
-    if (at === undefined) return;
+    if (at === undefined) continue;
     if (at <= from || at >= to) {
       issues.push({
         path: `${path}.at`,
         message: `must be strictly inside the billed time ${toIso(from)} – ${toIso(to)}`,
       });
-      return;
+      continue;
     }
     if (at < lastAt) {
       issues.push({ path: `${path}.at`, message: "changes must be in time order" });
-      return;
+      continue;
     }
     lastAt = at;
     switch (change.type) {
@@ -231,7 +284,7 @@ function prepare(input: RatingInput): Prepared {
           issues.push({ path: `${path}.at`, message: "two plan changes at the same time" });
         lastPlanAt = at;
         const plan = compileAt(change.plan, `${path}.plan`, issues);
-        if (plan === undefined) return;
+        if (plan === undefined) continue;
         if (plan.currency.code !== first.currency.code) {
           issues.push({
             path: `${path}.plan.currency`,
@@ -244,8 +297,10 @@ function prepare(input: RatingInput): Prepared {
             message: `must be ${first.intervalCount} ${first.interval} like the plan it replaces; a new billing interval starts a new billing period`,
           });
         }
-        phases.push({ ...current, to: at });
-        current = { plan, from: at, usage: parseUsage(change.usage, plan, `${path}.usage`, issues) };
+        earlier.push({ plan: currentPlan, from: currentFrom, to: at, usage: currentUsage });
+        currentPlan = plan;
+        currentFrom = at;
+        currentUsage = parseUsage(change.usage, plan, `${path}.usage`, issues);
         break;
       }
       default: {
@@ -256,17 +311,22 @@ function prepare(input: RatingInput): Prepared {
         });
       }
     }
-  });
-  phases.push({ ...current, to });
+  }
+  const last: Phase = { plan: currentPlan, from: currentFrom, to, usage: currentUsage };
+  // Usually there is no plan change: a one-element literal, where push would allocate room for 17.
+  const phases = earlier.length === 0 ? [last] : [...earlier, last];
 
   const anchor = subStart ?? null;
-  phases.forEach((phase, p) => {
+  for (let p = 0; p < phases.length; p++) {
+    const phase = phases[p]!;
     const planPath = p === 0 ? "plan" : "changes";
     for (const price of phase.plan.prices) {
       if (price.type !== "seat") continue;
-      const missing = seats.some(
-        (s, i) => s.seats === null && s.from < phase.to && (seats[i + 1]?.from ?? to) > phase.from,
-      );
+      let missing = false;
+      for (let i = 0; i < seats.length && !missing; i++) {
+        const s = seats[i]!;
+        missing = s.seats === null && s.from < phase.to && (seats[i + 1]?.from ?? to) > phase.from;
+      }
       if (missing && input.seats === undefined) {
         issues.push({
           path: "seats",
@@ -284,7 +344,7 @@ function prepare(input: RatingInput): Prepared {
         }
       }
     }
-  });
+  }
   if (issues.length > 0) throw new RatingInputError(dedupe(issues));
   return { period, anchor, phases, seats };
 }
@@ -327,10 +387,12 @@ function discountActive(
 
 type MutableLine = { -readonly [K in keyof LineItem]: LineItem[K] };
 
-/** The lines being assembled, with each line's exact integer amount kept beside its JSON number. */
+/**
+ * The lines being assembled. Every line amount is a safe integer (`push` throws otherwise), so sums
+ * are done on numbers while each partial sum stays a safe integer (then exact), else with big.js.
+ */
 class Lines {
   readonly items: LineItem[] = [];
-  readonly exact: Decimal[] = [];
 
   get length(): number {
     return this.items.length;
@@ -338,17 +400,33 @@ class Lines {
 
   /** Appends a line whose `amount` is set from `exact` (an integer decimal). */
   push(line: Omit<MutableLine, "amount"> & { amount?: number }, exact: Decimal): LineItem {
-    line.amount = toSafeInteger(exact, "line amount");
+    return this.pushSafe(line, toSafeInteger(exact, "line amount"));
+  }
+
+  /** Appends a line with its amount, a safe integer computed exactly. */
+  pushSafe(line: Omit<MutableLine, "amount"> & { amount?: number }, amount: number): LineItem {
+    line.amount = amount;
     const item = line as LineItem;
     this.items.push(item);
-    this.exact.push(exact);
     return item;
+  }
+
+  /** Exact sum of the amounts of lines `[from, length)` as a safe integer, or `undefined` if it does not fit. */
+  safeSumFrom(from: number): number | undefined {
+    let sum = 0;
+    for (let i = from; i < this.items.length; i++) {
+      sum += this.items[i]!.amount;
+      if (!Number.isSafeInteger(sum)) return undefined;
+    }
+    return sum;
   }
 
   /** Exact sum of the amounts of lines `[from, length)`. */
   sumFrom(from: number): Decimal {
+    const safe = this.safeSumFrom(from);
+    if (safe !== undefined) return decFromInt(safe);
     let sum = ZERO;
-    for (let i = from; i < this.exact.length; i++) sum = sum.plus(this.exact[i]!);
+    for (let i = from; i < this.items.length; i++) sum = sum.plus(decFromInt(this.items[i]!.amount));
     return sum;
   }
 }
@@ -380,24 +458,35 @@ export function rate(input: RatingInput): RatedInvoice {
   const start = period.startMs;
   const end = period.endMs;
   const periodMs = end - start;
-  const periodDec = decFromInt(periodMs);
   const fullPeriod = period.line;
-  const ctx: RateContext = { start, end, anchor, periodMs, periodDec, fullPeriod };
+  const ctx: RateContext = { start, end, anchor, periodMs, fullPeriod };
 
   const lines = new Lines();
   let planDiscounts = ZERO;
   for (const phase of phases) {
-    if (phase.to > phase.from) planDiscounts = planDiscounts.plus(ratePhase(ctx, phase, seats, lines));
+    if (phase.to <= phase.from) continue;
+    const off = ratePhase(ctx, phase, seats, lines);
+    if (!isZero(off)) planDiscounts = planDiscounts.plus(off);
   }
-  const total = lines.sumFrom(0);
+  let subtotal: number;
+  let total: number;
+  const safeTotal = lines.safeSumFrom(0);
+  if (safeTotal !== undefined && isZero(planDiscounts)) {
+    subtotal = safeTotal;
+    total = safeTotal;
+  } else {
+    const exact = lines.sumFrom(0);
+    subtotal = toSafeInteger(exact.minus(planDiscounts), "subtotal");
+    total = toSafeInteger(exact, "total");
+  }
   const { currency } = phases[0]!.plan;
   return {
     currency: currency.code,
     currency_exponent: currency.exponent,
     period: fullPeriod,
     lines: lines.items,
-    subtotal: toSafeInteger(total.minus(planDiscounts), "subtotal"),
-    total: toSafeInteger(total, "total"),
+    subtotal,
+    total,
   };
 }
 
@@ -406,7 +495,6 @@ interface RateContext {
   readonly end: number;
   readonly anchor: number | null;
   readonly periodMs: number;
-  readonly periodDec: Decimal;
   readonly fullPeriod: LinePeriod;
 }
 
@@ -424,7 +512,7 @@ function prorationOf(ctx: RateContext, ms: number): Proration | undefined {
 function prorate(ctx: RateContext, exact: Decimal, ms: number): Decimal {
   return ms === ctx.periodMs
     ? roundHalfUp(exact)
-    : divRound(exact.times(decFromInt(ms)), ctx.periodDec, "half_up");
+    : divRound(exact.times(decFromInt(ms)), decFromInt(ctx.periodMs), "half_up");
 }
 
 /**
@@ -437,10 +525,11 @@ function ratePhase(ctx: RateContext, phase: Phase, seats: readonly SeatStep[], l
   const phaseMs = phase.to - phase.from;
   const phaseRange = rangeOf(ctx, phase.from, phase.to);
   const phaseStart = lines.length;
-  const hasPriceDiscounts = plan.discounts.some((d) => d.price !== null);
+  const hasPriceDiscounts = plan.hasPriceDiscounts;
   let usageAmount = ZERO;
 
-  for (const price of plan.prices) {
+  for (let p = 0; p < plan.prices.length; p++) {
+    const price = plan.prices[p]!;
     const priceStart = lines.length;
     switch (price.type) {
       case "flat": {
@@ -467,7 +556,7 @@ function ratePhase(ctx: RateContext, phase: Phase, seats: readonly SeatStep[], l
         }
         break;
       case "metered":
-        usageLine(price, plan, phase.usage.get(price.meter ?? ""), phaseRange, lines);
+        usageLine(price, plan, phase.usage[plan.priceSlots[p]!], phaseRange, lines);
         break;
     }
     // Price-scoped discounts sit right under the lines they reduce.
@@ -496,7 +585,7 @@ function ratePhase(ctx: RateContext, phase: Phase, seats: readonly SeatStep[], l
   }
 
   let planDiscounts = ZERO;
-  if (plan.commitment === null && plan.discounts.every((d) => d.price !== null)) return planDiscounts;
+  if (plan.commitment === null && !plan.hasPlanDiscounts) return planDiscounts;
 
   let running = lines.sumFrom(phaseStart);
   if (plan.commitment !== null) {
@@ -575,7 +664,7 @@ function feeLine(
   return line;
 }
 
-const NO_USAGE: Quantity = { value: ZERO, text: "0" };
+const NO_USAGE: Quantity = { c: 0, s: 0, text: "0", value: null };
 
 function usageLine(
   price: CompiledPrice,
@@ -585,7 +674,10 @@ function usageLine(
   lines: Lines,
 ): void {
   const quantity = usage ?? NO_USAGE;
-  let billable = quantity.value;
+  if (quantity.value === null && usageLineFixed(price, plan, quantity, quantity.text, period, lines)) {
+    return;
+  }
+  let billable = decimalOf(quantity);
   let billableText = quantity.text;
   if (price.included !== null) {
     if (billable.lte(price.included)) {
@@ -597,6 +689,72 @@ function usageLine(
     }
   }
   const priced = priceQuantity(price, billable, billableText);
+  const line = usageLineItem(
+    price,
+    plan,
+    period,
+    quantity.text,
+    billableText,
+    priced.packages === undefined ? undefined : fmt(priced.packages),
+    priced.tiers,
+  );
+  lines.push(line, roundHalfUp(priced.amount));
+}
+
+/**
+ * {@link usageLine} in fixed point (fixed.ts): pushes the same line and returns true, or pushes
+ * nothing and returns false when the price or an intermediate value does not fit in a safe integer.
+ */
+function usageLineFixed(
+  price: CompiledPrice,
+  plan: CompiledPlan,
+  quantity: Fixed,
+  quantityText: string,
+  period: LinePeriod,
+  lines: Lines,
+): boolean {
+  if (price.fast === null) return false;
+  let billable: Fixed | undefined = quantity;
+  let billableText = quantityText;
+  const included = price.fast.included;
+  if (included !== null) {
+    const c = cmpFixed(quantity, included);
+    if (c === undefined) return false;
+    if (c <= 0) {
+      billable = FIXED_ZERO;
+      billableText = "0";
+    } else {
+      billable = subFixed(quantity, included);
+      if (billable === undefined) return false;
+      billableText = fmtFixed(billable);
+    }
+  }
+  const priced = priceFixed(price, billable, billableText);
+  const amount = priced === undefined ? undefined : roundHalfUpFixed(priced.amount);
+  if (priced === undefined || amount === undefined) return false;
+  const line = usageLineItem(
+    price,
+    plan,
+    period,
+    quantityText,
+    billableText,
+    priced.packages === undefined ? undefined : String(priced.packages),
+    priced.tiers,
+  );
+  lines.pushSafe(line, amount);
+  return true;
+}
+
+/** A usage line without its amount; both pricing paths build it here, so their lines look alike. */
+function usageLineItem(
+  price: CompiledPrice,
+  plan: CompiledPlan,
+  period: LinePeriod,
+  quantityText: string,
+  billableText: string,
+  packagesText: string | undefined,
+  tiers: readonly TierBreakdown[] | undefined,
+): MutableLine {
   const line: MutableLine = {
     kind: "usage",
     plan: plan.key,
@@ -604,7 +762,7 @@ function usageLine(
     meter: price.meter,
     description: price.description,
     period,
-    quantity: quantity.text,
+    quantity: quantityText,
     unit_amount_decimal: price.unitStr,
     amount: 0,
   };
@@ -612,9 +770,9 @@ function usageLine(
     line.included_quantity = price.includedStr;
     line.billable_quantity = billableText;
   }
-  if (priced.packages !== undefined) line.packages = fmt(priced.packages);
-  if (priced.tiers !== undefined) line.tiers = priced.tiers;
-  lines.push(line, roundHalfUp(priced.amount));
+  if (packagesText !== undefined) line.packages = packagesText;
+  if (tiers !== undefined) line.tiers = tiers;
+  return line;
 }
 
 /** Appends a discount line computed on `base`; returns its (negative or zero) amount. */
