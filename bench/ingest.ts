@@ -52,6 +52,9 @@ import { diagnoseSink, type SinkDiagnosis } from "./lib/diagnose.js";
 import { chQuery, CountSampler, MarkerProbe, waitCountable, type MarkerStats } from "./lib/e2e.js";
 import { Bodies, load, stopAllLoad, type LoadResult } from "./lib/load.js";
 import { CpuMeter, machineCoresBusy, memoryMiB, round, RssSampler } from "./lib/proc.js";
+import { fmt, machineBase, progressLog, table } from "./lib/report.js";
+
+const progress = progressLog("ingest");
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, "../src/cli/main.js");
@@ -137,10 +140,6 @@ function parseArgs(args: readonly string[]): Args {
     baseline: !args.includes("--no-baseline"),
     keep: args.includes("--keep"),
   };
-}
-
-function progress(msg: string): void {
-  process.stderr.write(`[ingest ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
 /** Progress line while waiting for events to become countable. */
@@ -624,26 +623,8 @@ async function machineInfo(chUrl: string) {
   const acPkg = JSON.parse(
     readFileSync(join(dirname(require.resolve("autocannon")), "package.json"), "utf8"),
   ) as { version: string };
-  let git = "unknown";
-  try {
-    const repo = join(here, "../..");
-    const head = execFileSync("git", ["-C", repo, "rev-parse", "--short", "HEAD"], {
-      encoding: "utf8",
-    }).trim();
-    const dirty = execFileSync("git", ["-C", repo, "status", "--porcelain", "--", "src"], {
-      encoding: "utf8",
-    }).trim();
-    git = dirty === "" ? head : `${head} (+ uncommitted changes in src/)`;
-  } catch {
-    // not a git checkout
-  }
   return {
-    git,
-    cores: os.cpus().length,
-    cpu_model: os.cpus()[0]?.model ?? "unknown",
-    memory_gib: round(os.totalmem() / 1024 ** 3, 1),
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
+    ...machineBase(),
     nats_server: nats,
     clickhouse_server: clickhouse,
     autocannon: acPkg.version,
@@ -807,18 +788,6 @@ function timeline(sampler: CountSampler, start: number): [number, number][] {
     prev = cur;
   }
   return out;
-}
-
-function fmt(n: number | null | undefined, digits = 0): string {
-  if (n === null || n === undefined || Number.isNaN(n)) return "-";
-  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "))
-    .join("\n");
 }
 
 type Report = Record<string, unknown> & {

@@ -34,14 +34,12 @@
  *
  * The watermark is a stub (`Date.now()`): no NATS; what is measured is the ClickHouse path.
  */
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { DateTime } from "luxon";
 import type { Meter } from "../src/catalog/index.js";
 import {
@@ -57,8 +55,11 @@ import { startClickHouse, type ServerProcess } from "../src/dev/servers.js";
 import { queryUsage, type UsageDeps, type UsageRequest, type UsageResult } from "../src/usage/index.js";
 import { Cleanup } from "./lib/children.js";
 import { CpuMeter, machineCoresBusy, round } from "./lib/proc.js";
+import { fmt, machineBase, progressLog, table as alignedTable } from "./lib/report.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
+const progress = progressLog("usage");
+/** This bench's tables have two text columns (customer, query). */
+const table = (rows: string[][]) => alignedTable(rows, 2);
 
 /** The issue's target: one customer's month, p99 on this 2-core machine. */
 const targetP99Ms = 100;
@@ -132,8 +133,15 @@ function parseArgs(args: readonly string[]): Args {
   };
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`[usage ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+/**
+ * The statement(s) of a recorded queryUsage call that read `events`. queryUsage also counts the
+ * `event_rewrites` records in scope before and after (small index reads, `usageRewriteCount`);
+ * the anatomy re-runs only the statement that does the work.
+ */
+function eventsSql(recorded: readonly string[]): string {
+  return recorded
+    .filter((q) => !/^SELECT toString\(count\(\)\) AS n FROM \S+\.event_rewrites /.test(q))
+    .join(";\n");
 }
 
 /** Entry point called by bench/run.ts with the arguments after the bench name. */
@@ -644,7 +652,7 @@ GROUP BY customer ORDER BY count() DESC, customer`,
         `${who}.${k.key}`,
         await queryUsage({ ...deps, clickhouse: rec.client }, k.request(picked[who].customer)),
       );
-      tallySql.set(`${who}.${k.key}`, rec.sql.join(";\n"));
+      tallySql.set(`${who}.${k.key}`, eventsSql(rec.sql));
     }
   }
 
@@ -716,7 +724,7 @@ GROUP BY customer ORDER BY count() DESC, customer`,
     progress(`  run ${i + 1}: queryUsage ${all.tally_ms[i] ?? "-"} ms, bare ${all.bare_ms[i]} ms`);
   }
   cpuByPhase["all customers"] = renameSelf(cpu.end());
-  tallySql.set("all", allRec.sql.join(";\n"));
+  tallySql.set("all", eventsSql(allRec.sql));
   const loadAfterTiming = os.loadavg();
 
   // Answers agree: the dedup count equals the distinct ids; the bare count includes the copies.
@@ -841,43 +849,13 @@ function renameSelf(c: Record<string, number>): Record<string, number> {
 }
 
 function machineInfo(clickhouse: string) {
-  let git = "unknown";
-  try {
-    const repo = join(here, "../..");
-    const head = execFileSync("git", ["-C", repo, "rev-parse", "--short", "HEAD"], {
-      encoding: "utf8",
-    }).trim();
-    const dirty = execFileSync("git", ["-C", repo, "status", "--porcelain", "--", "src"], {
-      encoding: "utf8",
-    }).trim();
-    git = dirty === "" ? head : `${head} (+ uncommitted changes in src/)`;
-  } catch {
-    // not a git checkout
-  }
   return {
-    git,
-    cores: os.cpus().length,
-    cpu_model: os.cpus()[0]?.model ?? "unknown",
-    memory_gib: round(os.totalmem() / 1024 ** 3, 1),
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
+    ...machineBase(),
     clickhouse_server: clickhouse,
   };
 }
 
 // --- Output -------------------------------------------------------------------------------------
-
-function fmt(n: number | null | undefined, digits = 0): string {
-  if (n === null || n === undefined || Number.isNaN(n)) return "-";
-  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map((r) => r.map((c, i) => (i <= 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "))
-    .join("\n");
-}
 
 type Report = {
   dataset: Record<string, number | string | boolean>;
