@@ -3,6 +3,7 @@ import { requestId } from "hono/request-id";
 import { z } from "zod";
 import type { KeyStore, PortalTokens } from "../auth/index.js";
 import type { CatalogStore } from "../catalog/index.js";
+import type { UsageDeps } from "../usage/index.js";
 import type { UsageStreams } from "../usage/stream.js";
 import { scopes } from "../auth/index.js";
 import type { GroupCommitPublisher, Watermarks } from "../bus/index.js";
@@ -31,6 +32,8 @@ export interface EdgeDeps {
   clickhouse: ClickHouseClient;
   watermarks: Watermarks;
   catalog: CatalogStore;
+  /** The one usage query path (usage API, stream, portal). */
+  usage: UsageDeps;
   portalTokens: PortalTokens;
   usageStreams: UsageStreams;
   /** Readiness probe of NATS, ClickHouse and the schema. */

@@ -3,7 +3,14 @@ import type { Context, Hono } from "hono";
 import { DateTime } from "luxon";
 import type { PortalGrant } from "../auth/index.js";
 import type { Meter } from "../catalog/index.js";
-import { isValidZone, queryUsage, type UsageDeps, type UsageResult } from "../usage/index.js";
+import {
+  isValidZone,
+  monthContaining,
+  queryUsage,
+  type UsageDeps,
+  type UsageResult,
+  type Window,
+} from "../usage/index.js";
 import type { EdgeDeps } from "./app.js";
 import type { EdgeEnv } from "./context.js";
 
@@ -33,16 +40,6 @@ export function groupDigits(v: string): string {
   return `${neg ? "-" : ""}${grouped}${frac === undefined ? "" : `.${frac}`}`;
 }
 
-interface Period {
-  fromMs: number;
-  toMs: number;
-}
-
-function currentPeriod(nowMs: number, tz: string): Period {
-  const start = DateTime.fromMillis(nowMs, { zone: tz }).startOf("month");
-  return { fromMs: start.toMillis(), toMs: start.plus({ months: 1 }).toMillis() };
-}
-
 interface PanelData {
   meter: Meter;
   total: UsageResult;
@@ -53,7 +50,7 @@ async function panelData(
   deps: UsageDeps,
   meter: Meter,
   customer: string,
-  p: Period,
+  p: Window,
   tz: string,
 ): Promise<PanelData> {
   const base = { meter, customer, fromMs: p.fromMs, toMs: p.toMs, tz };
@@ -171,11 +168,6 @@ function securityHeaders(c: Context<EdgeEnv>, nonce: string): void {
 /** The customer usage page and its panel fragments. */
 export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
   const now = deps.now ?? Date.now;
-  const usageDeps: UsageDeps = {
-    clickhouse: deps.clickhouse,
-    database: deps.config.clickhouse.database,
-    watermarks: deps.watermarks,
-  };
   const zoneOf = (c: Context<EdgeEnv>) => {
     const tz = c.req.query("tz");
     return tz !== undefined && isValidZone(tz) ? tz : "UTC";
@@ -196,9 +188,9 @@ export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
       );
     }
     const tz = zoneOf(c);
-    const period = currentPeriod(now(), tz);
+    const period = monthContaining(now(), tz);
     const meters = deps.catalog.list();
-    const panels = await Promise.all(meters.map((m) => panelData(usageDeps, m, grant.customer, period, tz)));
+    const panels = await Promise.all(meters.map((m) => panelData(deps.usage, m, grant.customer, period, tz)));
     const month = DateTime.fromMillis(period.fromMs, { zone: tz }).toFormat("LLLL yyyy");
     const token = c.req.query("token")!;
     const streams = meters.map((m) => ({
@@ -249,7 +241,7 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
     const meter = deps.catalog.get(c.req.query("meter") ?? "");
     if (meter === undefined) return c.text("no such meter", 404);
     const tz = zoneOf(c);
-    const p = await panelData(usageDeps, meter, grant.customer, currentPeriod(now(), tz), tz);
+    const p = await panelData(deps.usage, meter, grant.customer, monthContaining(now(), tz), tz);
     return c.html(renderPanel(p, tz));
   });
 }

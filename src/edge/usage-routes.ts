@@ -1,14 +1,13 @@
 import type { Context, Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import { streamSSE } from "hono/streaming";
-import { DateTime } from "luxon";
 import { z } from "zod";
 import { hasScope, maxPortalTokenSeconds, portalTokenPrefix } from "../auth/index.js";
 import { CatalogInputError, meterKeyPattern, parseMeters, validateMeter } from "../catalog/index.js";
 import { ApiError } from "../lib/errors.js";
 import {
   isValidZone,
+  monthContaining,
   queryUsage,
   UsageRequestError,
   windowSizes,
@@ -16,6 +15,7 @@ import {
 } from "../usage/index.js";
 import type { EdgeDeps } from "./app.js";
 import { requireScope } from "./auth.js";
+import { readBodyLimited } from "./body.js";
 import type { EdgeEnv } from "./context.js";
 import { parseWith, timeParam } from "./params.js";
 
@@ -89,12 +89,6 @@ function requireUsageReader(deps: EdgeDeps) {
   });
 }
 
-/** Start of the current calendar month in `tz`, and of the next: the default range. */
-function currentMonth(nowMs: number, tz: string): { fromMs: number; toMs: number } {
-  const start = DateTime.fromMillis(nowMs, { zone: tz }).startOf("month");
-  return { fromMs: start.toMillis(), toMs: start.plus({ months: 1 }).toMillis() };
-}
-
 /**
  * Turns query parameters into a usage request, enforcing the caller's reach: a portal token
  * sees its own customer and nothing else, whatever `customer` says.
@@ -117,7 +111,7 @@ export function usageRequestFrom(c: Context<EdgeEnv>, deps: EdgeDeps, nowMs: num
       { field: "meter", code: "unknown", message: "no such meter; see GET /v1/meters" },
     ]);
   }
-  const month = currentMonth(nowMs, q.tz);
+  const month = monthContaining(nowMs, q.tz);
   const fromMs = q.from ?? month.fromMs;
   const toMs = q.to ?? (q.from === undefined ? month.toMs : nowMs);
   if (toMs <= fromMs) throw invalid("to", "must be after from");
@@ -134,11 +128,6 @@ function asApiError(err: unknown): unknown {
 /** Meters (catalog), usage API, live usage stream, and portal token issuing. */
 export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
   const now = deps.now ?? Date.now;
-  const usageDeps = {
-    clickhouse: deps.clickhouse,
-    database: deps.config.clickhouse.database,
-    watermarks: deps.watermarks,
-  };
 
   // --- catalog: meters ---------------------------------------------------------------------------
   app.get("/v1/meters", requireScope(deps.keys, "read"), (c) => c.json({ data: deps.catalog.list() }));
@@ -168,27 +157,17 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
     return c.json({ ...result, meter: deps.catalog.get(def.key) }, result?.outcome === "created" ? 201 : 200);
   });
   /** Applies the `meters:` of a catalog document (YAML or JSON body), as `tally catalog apply` does. */
-  app.post(
-    "/v1/catalog",
-    requireScope(deps.keys, "admin"),
-    bodyLimit({
-      maxSize: maxCatalogBytes,
-      onError: () => {
-        throw new ApiError("payload_too_large", `catalog documents are limited to ${maxCatalogBytes} bytes`);
-      },
-    }),
-    async (c) => {
-      const text = await c.req.text();
-      const defs = catalogCall(() => parseMeters(text));
-      return c.json({ data: await deps.catalog.apply(defs) });
-    },
-  );
+  app.post("/v1/catalog", requireScope(deps.keys, "admin"), async (c) => {
+    const text = Buffer.from(await readBodyLimited(c, maxCatalogBytes)).toString("utf8");
+    const defs = catalogCall(() => parseMeters(text));
+    return c.json({ data: await deps.catalog.apply(defs) });
+  });
 
   // --- usage ---------------------------------------------------------------------------------------
   app.get("/v1/usage", requireUsageReader(deps), async (c) => {
     const req = usageRequestFrom(c, deps, now());
     try {
-      return c.json(await queryUsage(usageDeps, req));
+      return c.json(await queryUsage(deps.usage, req));
     } catch (err: unknown) {
       throw asApiError(err);
     }

@@ -50,11 +50,8 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     config.nats.replicas,
     config.usage.portalSecret,
   );
-  const usageStreams = new UsageStreams(
-    { clickhouse, database: config.clickhouse.database, watermarks },
-    log,
-    config.usage.streamIntervalMs,
-  );
+  const usage = { clickhouse, database: config.clickhouse.database, watermarks };
+  const usageStreams = new UsageStreams(usage, log, config.usage.streamIntervalMs);
   const ready = async () => {
     const [clickhouseOk, schema] = await Promise.all([
       clickhouse.ping().then((r) => r.success),
@@ -76,6 +73,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     clickhouse,
     watermarks,
     catalog,
+    usage,
     portalTokens,
     usageStreams,
     ready,

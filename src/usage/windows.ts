@@ -43,6 +43,12 @@ export function windowsOf(fromMs: number, toMs: number, size: WindowSize | undef
   return out;
 }
 
+/** The calendar month containing `nowMs` in `tz`: the default range of usage answers and the portal. */
+export function monthContaining(nowMs: number, tz: string): Window {
+  const start = DateTime.fromMillis(nowMs, { zone: tz }).startOf("month");
+  return { fromMs: start.toMillis(), toMs: start.plus({ months: 1 }).toMillis() };
+}
+
 /** RFC 3339 in the zone's offset (`2026-03-29T00:00:00+01:00`), so a reader sees local boundaries. */
 export function formatInZone(ms: number, tz: string): string {
   return (
