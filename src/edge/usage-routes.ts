@@ -201,13 +201,13 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
           });
           return;
         }
-        const data = JSON.stringify(u.result.data);
+        const data = u.dataJson;
         const t = Date.now();
         // Changed numbers go out at once; otherwise a fresher watermark every few seconds.
         if (data !== lastData) {
           lastData = data;
           lastSentAt = t;
-          void stream.writeSSE({ event: "usage", id: String(++seq), data: JSON.stringify(u.result) });
+          void stream.writeSSE({ event: "usage", id: String(++seq), data: u.json });
         } else if (t - lastSentAt >= 5000) {
           lastSentAt = t;
           void stream.writeSSE({

@@ -3,7 +3,8 @@ import { queryUsage, type UsageDeps, type UsageRequest, type UsageResult } from 
 
 /** What a live-usage subscriber receives: a fresh answer, or a failure to get one. */
 export type StreamUpdate =
-  | { kind: "result"; result: UsageResult }
+  /** `json` is the whole answer and `dataJson` its rows, serialized once for every subscriber. */
+  | { kind: "result"; result: UsageResult; json: string; dataJson: string }
   | { kind: "error"; error: Error }
   /** The process is shutting down: end the stream (clients reconnect elsewhere). */
   | { kind: "closed" };
@@ -89,7 +90,12 @@ export class UsageStreams {
   private tick(p: Poller, req: UsageRequest): void {
     queryUsage(this.deps, req)
       .then(
-        (result): StreamUpdate => ({ kind: "result", result }),
+        (result): StreamUpdate => ({
+          kind: "result",
+          result,
+          json: JSON.stringify(result),
+          dataJson: JSON.stringify(result.data),
+        }),
         (error: unknown): StreamUpdate => {
           this.log.warn({ err: error, meter: req.meter.key }, "live usage query failed; retrying");
           return { kind: "error", error: error instanceof Error ? error : new Error(String(error)) };
