@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { issuesFromZod, parseYamlExact, type RatingIssue } from "../rating/index.js";
+import { duplicateKeyIssues, issuesFromZod, parseYamlExact, type RatingIssue } from "../rating/index.js";
 import { meterSchema, type MeterDefinition } from "./meter.js";
 
 /** Bad catalog input; every issue names the exact path of the bad field (`meters[2].aggregation`). */
@@ -18,19 +18,7 @@ const metersSection = z
   .looseObject({
     meters: z.array(meterSchema, { error: "must be a list of meters" }).max(1000, "at most 1000 meters"),
   })
-  .superRefine((doc, ctx) => {
-    const seen = new Map<string, number>();
-    doc.meters.forEach((m, i) => {
-      const first = seen.get(m.key);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["meters", i, "key"],
-          message: `duplicate meter key (also meters[${first}])`,
-        });
-      } else seen.set(m.key, i);
-    });
-  });
+  .superRefine(duplicateKeyIssues("meters", "meter"));
 
 /**
  * Parses the meters of a catalog file (YAML or JSON).

@@ -12,7 +12,13 @@ export {
   validatePlan,
   validateUsage,
 } from "./parse.js";
-export { catalogSchema, planSchema, subscriptionFileSchema, usageSchema } from "./plan-schema.js";
+export {
+  catalogSchema,
+  duplicateKeyIssues,
+  planSchema,
+  subscriptionFileSchema,
+  usageSchema,
+} from "./plan-schema.js";
 export type {
   Catalog,
   DecimalSource,

@@ -373,6 +373,26 @@ export const planSchema = z
   });
 
 /**
+ * Reports every repeated `key` in the list at `doc[section]` as `duplicate <noun> key (also
+ * <section>[i])` on the later entry: the rule every catalog section (plans, meters) follows.
+ */
+export function duplicateKeyIssues(section: string, noun: string) {
+  return (doc: Record<string, unknown>, ctx: z.RefinementCtx): void => {
+    const seen = new Map<string, number>();
+    (doc[section] as readonly { key: string }[]).forEach((item, i) => {
+      const first = seen.get(item.key);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: [section, i, "key"],
+          message: `duplicate ${noun} key (also ${section}[${first}])`,
+        });
+      } else seen.set(item.key, i);
+    });
+  };
+}
+
+/**
  * A catalog document: `plans:` plus any other top-level sections (`meters:` and the like belong to
  * other parts of Tally and are ignored here).
  */
@@ -380,19 +400,7 @@ export const catalogSchema = z
   .looseObject({
     plans: z.array(planSchema, { error: "must be a list of plans" }).min(1, "needs at least one plan"),
   })
-  .superRefine((catalog, ctx) => {
-    const seen = new Map<string, number>();
-    catalog.plans.forEach((plan, i) => {
-      const first = seen.get(plan.key);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["plans", i, "key"],
-          message: `duplicate plan key (also plans[${first}])`,
-        });
-      } else seen.set(plan.key, i);
-    });
-  });
+  .superRefine(duplicateKeyIssues("plans", "plan"));
 
 /** A usage map: meter key → quantity for the period (non-negative decimal). */
 export const usageSchema = z.record(keySchema, decimalField({ sign: "nonnegative" }), {
