@@ -20,14 +20,9 @@ function has(bin) {
 const lock = "package-lock.json";
 const marker = "node_modules/.package-lock.json";
 if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000)) {
-  try {
-    run("npm ci --no-audit --no-fund");
-  } catch {
-    // npm ci refuses a lock file that lacks optional platform packages the registry does not serve
-    // (chdb's darwin/arm64 builds are missing from the registry mirror here); npm install honours
-    // the same locked versions and leaves package-lock.json unchanged.
-    run("npm install --no-audit --no-fund");
-  }
+  // The lock file lists chdb's platform builds (darwin, linux-arm64) that the registry mirror here
+  // does not serve; npm ci skips them on this platform, so it installs exactly the locked tree.
+  run("npm ci --no-audit --no-fund");
 }
 
 // chromium: the customer usage page's browser test drives Debian's Chromium through playwright-core.
