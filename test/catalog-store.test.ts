@@ -1,3 +1,7 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { busNames } from "../src/bus/index.js";
@@ -5,7 +9,7 @@ import { CatalogStore } from "../src/catalog/index.js";
 import type { MeterDefinition } from "../src/catalog/index.js";
 import type { Config } from "../src/config/index.js";
 import { connectNats } from "../src/runtime/connect.js";
-import { eventually, testConfig } from "./helpers.js";
+import { childEnv, eventually, testConfig } from "./helpers.js";
 
 let config: Config;
 let nc: NatsConnection;
@@ -129,5 +133,67 @@ describe("CatalogStore", () => {
     // A store started later loads the current meters before start() returns.
     const late = await openStore();
     expect(late.get("watched")?.version).toBe(2);
+  });
+
+  it("a version record left before its pointer (a crash under the old write order) does not block the meter", async () => {
+    const store = await openStore();
+    const key = "orphaned";
+    await store.apply([{ key, event_type: "e", aggregation: "count" }], T1);
+    // The state a crash between the two writes of the old order left: v2 recorded, never current.
+    const kv = await nc.jetstream().views.kv(busNames(config.nats.prefix).catalogBucket);
+    await kv.create(
+      `meter_versions.${key}.2`,
+      JSON.stringify({
+        key,
+        event_type: "e",
+        aggregation: "count",
+        name: "lost",
+        version: 2,
+        applied_at: T1.toISOString(),
+      }),
+    );
+
+    const changed: MeterDefinition = { key, event_type: "e", aggregation: "sum", value_property: "n" };
+    expect(await store.apply([changed], T2)).toEqual([{ key, outcome: "updated", version: 2 }]);
+    const history = await store.history(key);
+    expect(history.map((m) => [m.version, m.value_property ?? null])).toEqual([
+      [1, null],
+      [2, "n"],
+    ]);
+  });
+
+  it("SIGKILL of `tally catalog apply` right after it claimed a version: the version is current, listed, and the next apply works", async () => {
+    const store = await openStore();
+    const key = "killed";
+    const v1: MeterDefinition = { key, event_type: "e", aggregation: "count" };
+    await store.apply([v1], T1);
+
+    const dir = mkdtempSync(join(tmpdir(), "tally-catalog-"));
+    const file = join(dir, "catalog.yaml");
+    writeFileSync(
+      file,
+      `meters:\n  - key: ${key}\n    event_type: e\n    aggregation: sum\n    value_property: a\n`,
+    );
+    const child = spawn(process.execPath, ["dist/src/cli/main.js", "catalog", "apply", file], {
+      env: { ...childEnv(config), TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM: "true" },
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    const signal = await new Promise((r) => child.once("exit", (code, sig) => r(sig ?? code)));
+    expect(signal).toBe("SIGKILL");
+
+    // The claim (the pointer) landed; its history record did not, yet history lists it.
+    await eventually(async () => Promise.resolve(store.get(key)?.version === 2), 10_000, "store sees v2");
+    expect(store.get(key)?.value_property).toBe("a");
+    expect((await store.history(key)).map((m) => m.version)).toEqual([1, 2]);
+
+    // The next apply restores the missing record and claims v3.
+    const v3: MeterDefinition = { key, event_type: "e", aggregation: "sum", value_property: "b" };
+    expect(await store.apply([v3], T2)).toEqual([{ key, outcome: "updated", version: 3 }]);
+    const kv = await nc.jetstream().views.kv(busNames(config.nats.prefix).catalogBucket);
+    expect((await kv.get(`meter_versions.${key}.2`))?.json()).toMatchObject({
+      version: 2,
+      value_property: "a",
+    });
+    expect((await store.history(key)).map((m) => m.value_property ?? null)).toEqual([null, "a", "b"]);
   });
 });

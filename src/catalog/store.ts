@@ -31,16 +31,19 @@ export class CatalogStore {
   private constructor(
     private readonly kv: KV,
     private readonly log: Logger | undefined,
+    private readonly crashAfterClaim: boolean,
   ) {}
 
+  /** `crashAfterClaim`: fault injection for crash tests (TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM). */
   static async open(
     js: JetStreamClient,
     bucket: string,
     replicas: number,
     log?: Logger,
+    crashAfterClaim = false,
   ): Promise<CatalogStore> {
     const kv = await js.views.kv(bucket, { history: 10, replicas });
-    return new CatalogStore(kv, log);
+    return new CatalogStore(kv, log, crashAfterClaim);
   }
 
   /** Loads every current meter and keeps following changes until {@link close}. */
@@ -82,6 +85,8 @@ export class CatalogStore {
   /** Every version of a meter, oldest first (empty when the meter never existed). */
   async history(key: string): Promise<Meter[]> {
     const out: Meter[] = [];
+    // A crash right after a claim leaves the current version without its record (see applyOne).
+    const current = this.meters.get(key);
     const keys = await this.kv.keys(`meter_versions.${key}.*`);
     const names: string[] = [];
     for await (const k of keys) names.push(k);
@@ -90,13 +95,14 @@ export class CatalogStore {
       const m = e === null || e.operation !== "PUT" ? null : parseStored(e.json());
       if (m !== null) out.push(m);
     }
+    if (current !== undefined && !out.some((m) => m.version === current.version)) out.push(current);
     return out.sort((a, b) => a.version - b.version);
   }
 
   /**
    * Applies meter definitions (already validated): a meter whose definition differs from the
    * current one gets a new version; an identical one is left alone. Meters not mentioned are
-   * kept. Safe against concurrent appliers: a version is claimed with a create-if-absent.
+   * kept. Safe against concurrent appliers and crashes: see {@link applyOne}.
    */
   async apply(defs: readonly MeterDefinition[], now = new Date()): Promise<ApplyResult[]> {
     const results: ApplyResult[] = [];
@@ -115,24 +121,69 @@ export class CatalogStore {
     return results;
   }
 
+  /**
+   * The claim of version N is one compare-and-set of the current pointer `meters.<key>` on the
+   * revision we read (create-if-absent for a new meter): of concurrent appliers exactly one
+   * wins, the others re-read and retry. The history record `meter_versions.<key>.<N>` is written
+   * after the claim with an idempotent put, so a crash between the two leaves a current meter
+   * whose record is missing: the next apply of that meter writes it, and {@link history} lists
+   * the current version meanwhile. (The older order, record first with create-if-absent, made
+   * every later apply fail forever after a crash between the two writes; a record left behind
+   * that way was never current and is overwritten by the definition that really became N.)
+   */
   private async applyOne(def: MeterDefinition, now: Date): Promise<ApplyResult> {
-    const entry = await this.kv.get(`meters.${def.key}`);
+    const pointer = `meters.${def.key}`;
+    const entry = await this.kv.get(pointer);
     const current = entry === null || entry.operation !== "PUT" ? null : parseStored(entry.json());
+    if (current !== null) await this.ensureVersionRecord(current);
     if (current !== null && sameDefinition(definitionOf(current), def)) {
       return { key: def.key, outcome: "unchanged", version: current.version };
     }
-    const meter: Meter = { ...def, version: (current?.version ?? 0) + 1, applied_at: now.toISOString() };
+    const previous = current?.version ?? (entry === null ? 0 : await this.highestVersion(def.key));
+    const meter: Meter = { ...def, version: previous + 1, applied_at: now.toISOString() };
     const body = JSON.stringify(meter);
     try {
-      await this.kv.create(`meter_versions.${def.key}.${meter.version}`, body);
+      if (entry === null) await this.kv.create(pointer, body);
+      else await this.kv.update(pointer, body, entry.revision);
     } catch {
-      throw new VersionConflict(`meter ${def.key} version ${meter.version} was created concurrently`);
+      throw new VersionConflict(`meter ${def.key} version ${meter.version} was claimed concurrently`);
     }
-    await this.kv.put(`meters.${def.key}`, body);
+    injectCrash(this.crashAfterClaim);
+    await this.kv.put(versionKey(def.key, meter.version), body);
     this.meters.set(def.key, meter);
     this.log?.info({ meter: def.key, version: meter.version }, "meter applied");
     return { key: def.key, outcome: current === null ? "created" : "updated", version: meter.version };
   }
+
+  /** Writes the history record of the current version if a crash after its claim left it out. */
+  private async ensureVersionRecord(current: Meter): Promise<void> {
+    const e = await this.kv.get(versionKey(current.key, current.version));
+    const stored = e === null || e.operation !== "PUT" ? null : parseStored(e.json());
+    if (stored !== null && stored.applied_at === current.applied_at) return;
+    await this.kv.put(versionKey(current.key, current.version), JSON.stringify(current));
+    this.log?.warn({ meter: current.key, version: current.version }, "restored missing meter version record");
+  }
+
+  /** Highest version ever recorded for a meter whose current pointer was deleted. */
+  private async highestVersion(key: string): Promise<number> {
+    let max = 0;
+    for await (const k of await this.kv.keys(`meter_versions.${key}.*`)) {
+      max = Math.max(max, Number(k.slice(k.lastIndexOf(".") + 1)) || 0);
+    }
+    return max;
+  }
+}
+
+function versionKey(key: string, version: number): string {
+  return `meter_versions.${key}.${version}`;
+}
+
+/**
+ * Fault injection (tests only, `TALLY_TEST_CRASH_AFTER_CATALOG_CLAIM=1`): die like a killed
+ * process right after the claim of a version, before its history record is written.
+ */
+function injectCrash(enabled: boolean): void {
+  if (enabled) process.kill(process.pid, "SIGKILL");
 }
 
 function parseStored(v: unknown): Meter | null {

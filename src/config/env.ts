@@ -83,6 +83,11 @@ export const envSchema = z.object({
    * ClickHouse insert (events and ledger inserts alternate), before acking (0 = off). Never set this in production.
    */
   TALLY_FAULT_CRASH_AFTER_INSERT: int(0, 0),
+  /**
+   * Fault injection for crash tests only: `tally catalog apply` SIGKILLs itself right after it
+   * claimed a meter version, before writing the version's history record. Never set this in production.
+   */
+  TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM: bool(false),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -120,6 +125,8 @@ export interface Config {
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
     crashAfterInsert: number;
   };
+  /** See TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM. */
+  crashAfterCatalogClaim: boolean;
 }
 
 /** Thrown by {@link loadConfig} with one line per bad variable. */
@@ -181,5 +188,6 @@ export function toConfig(e: Env): Config {
       metricsHost: e.TALLY_SINK_METRICS_HOST,
       crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,
     },
+    crashAfterCatalogClaim: e.TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM,
   };
 }

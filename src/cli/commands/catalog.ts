@@ -13,6 +13,8 @@ async function withCatalog<T>(fn: (catalog: CatalogStore) => Promise<T>): Promis
       nc.jetstream(),
       busNames(config.nats.prefix).catalogBucket,
       config.nats.replicas,
+      undefined,
+      config.crashAfterCatalogClaim,
     );
     await catalog.start();
     const out = await fn(catalog);
