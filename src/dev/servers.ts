@@ -191,6 +191,9 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
   return wrap("clickhouse-server", url, httpPort, child, pidFile);
 }
 
+/** `setpriv` (util-linux, on every Debian) to tie a server's life to ours; absent elsewhere. */
+const deathSignal = process.platform === "linux" && existsSync("/usr/bin/setpriv");
+
 /** Spawns a server, records its pid, and keeps the tail of its stderr for error messages. */
 function spawnServer(
   bin: string,
@@ -199,7 +202,11 @@ function spawnServer(
   pidFile: string,
   detached = false,
 ): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(bin, args, { cwd, stdio: ["ignore", "ignore", "pipe"], detached });
+  // The server must end with the process that started it, even one killed with SIGKILL (no exit
+  // handler runs then): on Linux, `setpriv --pdeathsig` makes the kernel send it SIGTERM (a clean
+  // shutdown) when its parent dies. setpriv execs the server, so the pid stays the server's.
+  const [file, argv] = deathSignal ? ["setpriv", ["--pdeathsig", "TERM", "--", bin, ...args]] : [bin, args];
+  const child = spawn(file, argv, { cwd, stdio: ["ignore", "ignore", "pipe"], detached });
   writeFileSync(pidFile, String(child.pid));
   let tail = "";
   child.stderr?.on("data", (d: Buffer) => {
