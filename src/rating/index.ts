@@ -14,7 +14,12 @@ export {
 } from "./parse.js";
 export {
   catalogSchema,
+  currencySchema,
+  discountSchema,
   duplicateKeyIssues,
+  intervalSchema,
+  keySchema,
+  timestampSchema,
   planSchema,
   subscriptionFileSchema,
   usageSchema,

@@ -21,7 +21,7 @@ export type DecimalSource = string | number | bigint;
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 /** Identifier of a plan, price, discount or meter. */
-const keySchema = z
+export const keySchema = z
   .string({ error: "must be a string" })
   .regex(KEY_RE, "must be 1–128 letters, digits or _ . : - and start with a letter or digit");
 
@@ -102,7 +102,7 @@ const minorAmountDecimal = decimalField({ sign: "nonnegative", maxFractionDigits
 const positiveInt = (max?: string) =>
   decimalField({ integer: true, sign: "positive", max: max ?? MAX_MINOR });
 
-const currencySchema = z
+export const currencySchema = z
   .string({ error: "must be an ISO 4217 currency code such as usd or EUR" })
   .transform((code, ctx): string => {
     const c = currencyOf(code);
@@ -113,7 +113,7 @@ const currencySchema = z
     return c.code;
   });
 
-const intervalSchema = z.enum(["day", "week", "month", "year"], {
+export const intervalSchema = z.enum(["day", "week", "month", "year"], {
   error: "must be one of day, week, month, year",
 });
 
@@ -407,7 +407,7 @@ export const usageSchema = z.record(keySchema, decimalField({ sign: "nonnegative
   error: "must be an object mapping meter keys to quantities",
 });
 
-const timestampSchema = z.iso.datetime({
+export const timestampSchema = z.iso.datetime({
   offset: true,
   error: "must be an ISO 8601 timestamp with a time zone, e.g. 2026-11-01T00:00:00Z",
 });
