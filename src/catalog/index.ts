@@ -1,5 +1,13 @@
 export { CatalogStore } from "./store.js";
-export type { ApplyResult } from "./store.js";
+export type { CatalogApplyResult } from "./store.js";
+export { parseCatalogDocument, validateCatalogDocument } from "./document.js";
+export type { CatalogDocument, CatalogLookup } from "./document.js";
+export type { ApplyResult, Versioned } from "./versioned.js";
+export { VersionedCollection, kvToken } from "./versioned.js";
+export { customerSchema, timezoneSchema } from "./customer.js";
+export type { Customer, CustomerInput } from "./customer.js";
+export { subscriptionSchema } from "./subscription.js";
+export type { Subscription, SubscriptionInput } from "./subscription.js";
 export { CatalogInputError, parseMeters, validateMeter, validateMeters } from "./file.js";
 export {
   aggregations,

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { canonical } from "./versioned.js";
 import { eventLimits, typePattern } from "../events/limits.js";
 
 /**
@@ -141,21 +142,4 @@ export interface Meter extends MeterDefinition {
 /** Definitions are compared canonically (key order ignored) to decide whether applying changes anything. */
 export function sameDefinition(a: MeterDefinition, b: MeterDefinition): boolean {
   return canonical(a) === canonical(b);
-}
-
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (v !== null && typeof v === "object") {
-    const entries = Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(",")}}`;
-  }
-  return JSON.stringify(v);
-}
-
-/** The definition part of a stored meter. */
-export function definitionOf(m: Meter): MeterDefinition {
-  const { version: _v, applied_at: _a, ...def } = m;
-  return def;
 }

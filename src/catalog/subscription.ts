@@ -1,13 +1,10 @@
 import { z } from "zod";
-import { discountSchema, keySchema, timestampSchema } from "../rating/index.js";
+import { decimalField, discountSchema, keySchema, timestampSchema } from "../rating/index.js";
 import { customerKeySchema, metadataSchema } from "./customer.js";
 import { meterKeyPattern } from "./meter.js";
 
-const seatCount = z
-  .number({ error: "must be a whole number of seats" })
-  .int("must be a whole number of seats")
-  .min(0, "must not be negative")
-  .max(1_000_000_000, "at most 1,000,000,000 seats");
+/** A seat count, kept as a canonical decimal string like every quantity rating takes. */
+const seatCount = decimalField({ integer: true, sign: "nonnegative", max: "1000000000" });
 
 /**
  * Where a seat price takes its quantity: a fixed count, a schedule of counts (`[{ at, quantity }]`,

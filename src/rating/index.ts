@@ -15,6 +15,7 @@ export {
 export {
   catalogSchema,
   currencySchema,
+  decimalField,
   discountSchema,
   duplicateKeyIssues,
   intervalSchema,

@@ -54,7 +54,7 @@ function isDecimalSource(v: unknown): v is DecimalSource {
 }
 
 /** A numeric field: validated exactly and normalized to a canonical decimal string. */
-function decimalField(rule: DecimalRule) {
+export function decimalField(rule: DecimalRule) {
   const expected = `must be ${describeRule(rule)}`;
   return z.custom<DecimalSource>(isDecimalSource, { error: expected }).transform((v, ctx): string => {
     const d = toDecimal(v);
