@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { busNames } from "../src/bus/index.js";
-import { CatalogStore } from "../src/catalog/index.js";
+import { CatalogStore, parseCatalogDocument } from "../src/catalog/index.js";
 import type { MeterDefinition } from "../src/catalog/index.js";
 import type { Config } from "../src/config/index.js";
 import { connectNats } from "../src/runtime/connect.js";
@@ -195,5 +195,62 @@ describe("CatalogStore", () => {
       value_property: "a",
     });
     expect((await store.history(key)).map((m) => m.value_property ?? null)).toEqual([null, "a", "b"]);
+  });
+});
+
+describe("CatalogStore: the whole catalog", () => {
+  const doc = `${readFileSync("examples/plan.yaml", "utf8")}
+customers:
+  - { key: acme, currency: usd, timezone: Europe/Berlin, external_ids: { stripe_customer_id: cus_A1 } }
+  - { key: "ops@globex.example / team 7 — Zürich", currency: usd }
+subscriptions:
+  - { key: acme-growth, customer: acme, plan: growth, started_at: 2026-03-01T00:00:00Z, seats: { quantity: 12 } }
+  - { key: globex-growth, customer: "ops@globex.example / team 7 — Zürich", plan: growth, started_at: 2026-05-10T00:00:00Z, seats: { meter: peak_seats } }
+`;
+
+  it("applies every section, versioned; an identical re-apply changes nothing; another process reads it all", async () => {
+    const store = await openStore();
+    const first = await store.applyDocument(parseCatalogDocument(doc, store.lookup()), T1);
+    expect(first.meters).toHaveLength(6);
+    expect(first.plans).toEqual([{ key: "growth", outcome: "created", version: 1 }]);
+    expect(first.customers.map((r) => r.outcome)).toEqual(["created", "created"]);
+    expect(first.subscriptions.map((r) => r.version)).toEqual([1, 1]);
+
+    // Stored plans and customers re-validate to themselves: applying the same file again is a no-op.
+    const again = await store.applyDocument(parseCatalogDocument(doc, store.lookup()), T2);
+    for (const section of Object.values(again)) {
+      expect(section.every((r: { outcome: string }) => r.outcome === "unchanged")).toBe(true);
+    }
+
+    const changed = doc.replace("seats: { quantity: 12 }", "seats: { quantity: 15 }");
+    const third = await store.applyDocument(parseCatalogDocument(changed, store.lookup()), T2);
+    expect(third.subscriptions).toEqual([
+      { key: "acme-growth", outcome: "updated", version: 2 },
+      { key: "globex-growth", outcome: "unchanged", version: 1 },
+    ]);
+
+    const other = await openStore();
+    expect(other.customers.get("ops@globex.example / team 7 — Zürich")?.version).toBe(1);
+    expect(other.plans.get("growth")?.prices).toHaveLength(6);
+    expect((await other.subscriptions.history("acme-growth")).map((s) => s.seats?.quantity)).toEqual([
+      "12",
+      "15",
+    ]);
+    expect((await other.subscriptions.version("acme-growth", 1))?.seats?.quantity).toBe("12");
+  });
+
+  it("a document with a bad reference stores nothing", async () => {
+    const store = await openStore();
+    const bad = `
+customers:
+  - { key: fresh, currency: usd }
+subscriptions:
+  - { key: fresh-sub, customer: fresh, plan: nope, started_at: 2026-05-10T00:00:00Z }
+`;
+    expect(() => parseCatalogDocument(bad, store.lookup())).toThrow(
+      /subscriptions\[0\]\.plan: no plan "nope"/,
+    );
+    expect(store.customers.get("fresh")).toBeUndefined();
+    expect(store.subscriptions.get("fresh-sub")).toBeUndefined();
   });
 });
