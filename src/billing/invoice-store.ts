@@ -1,0 +1,202 @@
+import { createHash } from "node:crypto";
+import type { JetStreamClient, KV, KvEntry } from "nats";
+import type { Logger } from "../observability/index.js";
+import type { Invoice } from "./invoice.js";
+
+/** The id of the invoice of one subscription period: the same on every run of the close. */
+export function invoiceId(subscription: string, periodStart: string): string {
+  const h = createHash("sha256").update(`${subscription}\u0000${periodStart}`).digest("hex");
+  return `inv_${h.slice(0, 24)}`;
+}
+
+/** `TALLY-000042`: prefix, dash, the number zero-padded to at least six digits. */
+export function formatNumber(prefix: string, n: number): string {
+  return `${prefix}-${String(n).padStart(6, "0")}`;
+}
+
+/** The numbering record of one issuer prefix: the last number used and a batch being applied. */
+interface Numbering {
+  last: number;
+  /** Numbers claimed for these drafts; each is finalized with its number before the list is cleared. */
+  pending: { id: string; number: number }[];
+}
+
+/** Thrown when a compare-and-set lost to another writer; callers re-read and retry. */
+export class InvoiceConflict extends Error {
+  override name = "InvoiceConflict";
+}
+
+/** Fault injection for crash tests (never set in production). */
+export interface InvoiceStoreFaults {
+  /** Called after numbers were claimed and `finalized` invoices were written (0 = right after the claim). */
+  afterFinalized?: (finalizedSoFar: number) => void;
+}
+
+/**
+ * Invoices in a NATS KV bucket (`<prefix>_invoices`), one key per invoice (`invoices.<id>`),
+ * every state change a compare-and-set on the revision read, so two writers can never both move
+ * an invoice. Why KV: the close needs per-document compare-and-set and read-your-write, which
+ * JetStream KV gives with the durability of the event stream (see src/billing/README.md).
+ *
+ * Numbers are gapless per issuer prefix. `numbering.<prefix>` holds the last number used and the
+ * batch being finalized: claiming numbers and recording which draft gets which is ONE
+ * compare-and-set, and the batch is cleared only after every draft in it was finalized with its
+ * number. A crash anywhere leaves either nothing claimed, or a recorded batch that the next
+ * finalization (by any process) completes first: no number is skipped, none is used twice.
+ */
+export class InvoiceStore {
+  private constructor(
+    private readonly kv: KV,
+    private readonly log: Logger | undefined,
+    private readonly faults: InvoiceStoreFaults,
+  ) {}
+
+  static async open(
+    js: JetStreamClient,
+    bucket: string,
+    replicas: number,
+    log?: Logger,
+    faults: InvoiceStoreFaults = {},
+  ): Promise<InvoiceStore> {
+    const kv = await js.views.kv(bucket, { history: 5, replicas });
+    return new InvoiceStore(kv, log, faults);
+  }
+
+  async get(id: string): Promise<Invoice | null> {
+    const e = await this.kv.get(`invoices.${id}`);
+    return e === null || e.operation !== "PUT" ? null : (e.json() as Invoice);
+  }
+
+  /**
+   * Stores a draft, or replaces a stored draft (a re-run close recomputes it); a finalized
+   * invoice is returned unchanged: it never changes.
+   */
+  async putDraft(draft: Invoice): Promise<Invoice> {
+    if (draft.status !== "draft" || draft.number !== null)
+      throw new Error("putDraft takes a draft without a number");
+    const key = `invoices.${draft.id}`;
+    for (let attempt = 0; ; attempt++) {
+      const e = await this.kv.get(key);
+      const stored = e === null || e.operation !== "PUT" ? null : (e.json() as Invoice);
+      if (stored !== null && stored.status !== "draft") return stored;
+      try {
+        if (e === null) await this.kv.create(key, JSON.stringify(draft));
+        else await this.kv.update(key, JSON.stringify(draft), e.revision);
+        return draft;
+      } catch (err: unknown) {
+        if (attempt >= 5) throw err;
+      }
+    }
+  }
+
+  /**
+   * Finalizes drafts, giving each the next number of `prefix` (in the order given). Drafts
+   * already finalized are left as they are. Resolves with the finalized invoices.
+   */
+  async finalize(ids: readonly string[], prefix: string, now = new Date()): Promise<Invoice[]> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.finalizeOnce(ids, prefix, now);
+      } catch (err: unknown) {
+        if (!(err instanceof InvoiceConflict) || attempt >= 50) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
+      }
+    }
+  }
+
+  private async finalizeOnce(ids: readonly string[], prefix: string, now: Date): Promise<Invoice[]> {
+    const counterKey = `numbering.${prefixToken(prefix)}`;
+    let entry = await this.kv.get(counterKey);
+    if (entry !== null && readNumbering(entry).pending.length > 0) {
+      await this.completeBatch(entry.revision, readNumbering(entry), prefix, now);
+      entry = await this.kv.get(counterKey);
+    }
+    const counter = entry === null ? { last: 0, pending: [] } : readNumbering(entry);
+    const drafts: string[] = [];
+    for (const id of new Set(ids)) {
+      const inv = await this.get(id);
+      if (inv === null) throw new Error(`no invoice ${id}`);
+      if (inv.status === "draft") drafts.push(id);
+    }
+    if (drafts.length > 0) {
+      const claimed: Numbering = {
+        last: counter.last + drafts.length,
+        pending: drafts.map((id, i) => ({ id, number: counter.last + 1 + i })),
+      };
+      // The claim: numbers and who gets them, in one compare-and-set.
+      const rev = await this.cas(counterKey, entry, claimed);
+      await this.completeBatch(rev, claimed, prefix, now);
+    }
+    const out: Invoice[] = [];
+    for (const id of ids) {
+      const inv = await this.get(id);
+      if (inv !== null) out.push(inv);
+    }
+    return out;
+  }
+
+  /** Finalizes every draft of a claimed batch with its number, then clears the batch. */
+  private async completeBatch(
+    revision: number,
+    counter: Numbering,
+    prefix: string,
+    now: Date,
+  ): Promise<void> {
+    let done = 0;
+    this.faults.afterFinalized?.(done);
+    for (const { id, number } of counter.pending) {
+      const key = `invoices.${id}`;
+      const e = await this.kv.get(key);
+      if (e === null || e.operation !== "PUT")
+        throw new Error(`invoice ${id} of a numbering batch is missing`);
+      const inv = e.json() as Invoice;
+      const want = formatNumber(prefix, number);
+      if (inv.status === "draft") {
+        const finalized: Invoice = {
+          ...inv,
+          status: "finalized",
+          number: want,
+          finalized_at: now.toISOString(),
+        };
+        try {
+          await this.kv.update(key, JSON.stringify(finalized), e.revision);
+        } catch {
+          throw new InvoiceConflict(`invoice ${id} changed while being finalized`);
+        }
+        this.log?.info({ invoice: id, number: want }, "invoice finalized");
+        this.faults.afterFinalized?.(++done);
+      } else if (inv.number !== want) {
+        // Only a batch finalizes; a batch lists each draft once. Anything else is a bug: stop loudly.
+        throw new Error(`invoice ${id} is ${inv.status} with number ${inv.number}, batch says ${want}`);
+      }
+    }
+    const cleared: Numbering = { last: counter.last, pending: [] };
+    await this.cas(`numbering.${prefixToken(prefix)}`, { revision }, cleared);
+  }
+
+  private async cas(key: string, entry: { revision: number } | null, value: Numbering): Promise<number> {
+    try {
+      return entry === null
+        ? await this.kv.create(key, JSON.stringify(value))
+        : await this.kv.update(key, JSON.stringify(value), entry.revision);
+    } catch {
+      throw new InvoiceConflict(`${key} changed concurrently`);
+    }
+  }
+
+  /** Every invoice id (unordered); for listings and reconciliation. */
+  async ids(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const k of await this.kv.keys("invoices.*")) out.push(k.slice("invoices.".length));
+    return out;
+  }
+}
+
+function readNumbering(e: KvEntry): Numbering {
+  return e.json() as Numbering;
+}
+
+/** Issuer prefixes are validated at config time (`[A-Z0-9-]`); `.` would split the KV key. */
+function prefixToken(prefix: string): string {
+  return Buffer.from(prefix, "utf8").toString("base64url");
+}
