@@ -34,6 +34,16 @@ function draft(subscription: string, periodStart: string, total = 1000): Invoice
     period: { start: periodStart, end: "2026-12-01T00:00:00.000Z" },
     cutoff: "2026-12-01T01:00:00.000Z",
     lines: [],
+    rating: {
+      period: { start: periodStart, end: "2026-12-01T00:00:00.000Z" },
+      subscription_start: periodStart,
+      segments: [
+        { plan: "growth", plan_version: 1, from: periodStart, to: "2026-12-01T00:00:00.000Z", usage: {} },
+      ],
+      seat_changes: [],
+      discounts: [],
+    },
+    true_ups: [],
     subtotal: total,
     total,
     created_at: "2026-12-01T01:00:00.000Z",

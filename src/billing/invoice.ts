@@ -1,4 +1,5 @@
 import type { LineItem, LinePeriod } from "../rating/index.js";
+import type { RatingRecord } from "./build.js";
 
 /**
  * What one metered quantity was read from (invariant 10: every number is explainable): the meter
@@ -58,6 +59,16 @@ export interface Invoice {
   /** The usage snapshot's cutoff (see {@link UsageSnapshot.cutoff}). */
   readonly cutoff: string;
   readonly lines: readonly InvoiceLine[];
+  /** How the period was rated (plans by version, quantities, seats): a true-up rates it again. */
+  readonly rating: RatingRecord;
+  /**
+   * Earlier periods trued up on this invoice, with the quantities they are now billed at (per
+   * segment, by meter): the next true-up of such a period starts from these.
+   */
+  readonly true_ups: readonly {
+    readonly invoice: string;
+    readonly usage: readonly Record<string, string>[];
+  }[];
   readonly subtotal: number;
   readonly total: number;
   readonly created_at: string;
