@@ -1,4 +1,4 @@
-import type { Customer, Subscription, Versioned } from "../catalog/index.js";
+import type { Subscription, Versioned } from "../catalog/index.js";
 import {
   compilePlan,
   rate,

@@ -64,7 +64,7 @@ export class InvoiceStore {
 
   async get(id: string): Promise<Invoice | null> {
     const e = await this.kv.get(`invoices.${id}`);
-    return e === null || e.operation !== "PUT" ? null : (e.json() as Invoice);
+    return e === null || e.operation !== "PUT" ? null : (e.json<Invoice>());
   }
 
   /**
@@ -77,7 +77,7 @@ export class InvoiceStore {
     const key = `invoices.${draft.id}`;
     for (let attempt = 0; ; attempt++) {
       const e = await this.kv.get(key);
-      const stored = e === null || e.operation !== "PUT" ? null : (e.json() as Invoice);
+      const stored = e === null || e.operation !== "PUT" ? null : (e.json<Invoice>());
       if (stored !== null && stored.status !== "draft") return stored;
       try {
         if (e === null) await this.kv.create(key, JSON.stringify(draft));
@@ -149,7 +149,7 @@ export class InvoiceStore {
       const e = await this.kv.get(key);
       if (e === null || e.operation !== "PUT")
         throw new Error(`invoice ${id} of a numbering batch is missing`);
-      const inv = e.json() as Invoice;
+      const inv = e.json<Invoice>();
       const want = formatNumber(prefix, number);
       if (inv.status === "draft") {
         const finalized: Invoice = {
@@ -193,7 +193,7 @@ export class InvoiceStore {
 }
 
 function readNumbering(e: KvEntry): Numbering {
-  return e.json() as Numbering;
+  return e.json<Numbering>();
 }
 
 /** Issuer prefixes are validated at config time (`[A-Z0-9-]`); `.` would split the KV key. */
