@@ -104,7 +104,8 @@ export function inexactNumbers(json: string): InexactNumber[] {
       let j = i + 1;
       for (; j < json.length; j++) {
         const d = json.charCodeAt(j);
-        if (d === 92) j++; // backslash escape
+        if (d === 92)
+          j++; // backslash escape
         else if (d === 34) break;
       }
       const top = stack[stack.length - 1];
