@@ -112,8 +112,8 @@ describe("decodeEvents counts before materialising", () => {
     const ms = performance.now() - t0;
     expect(err.code).toBe("payload_too_large");
     expect(err.message).toBe("at most 10000 events per request (got 2000000)");
-    // Decoding them all takes ~1 s and hundreds of MB; the count is a tight loop.
-    expect(ms).toBeLessThan(300);
+    // Decoding them all takes 1.3-2.3 s and hundreds of MB; the count ~30 ms (generous bound: CI is shared).
+    expect(ms).toBeLessThan(1000);
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(50 * 1024 * 1024);
   });
 
@@ -121,7 +121,7 @@ describe("decodeEvents counts before materialising", () => {
     const body = utf8("{}\n".repeat(2_000_000));
     const t0 = performance.now();
     const err = thrown(() => decodeEvents(body, "ndjson", { maxEvents: max }));
-    expect(performance.now() - t0).toBeLessThan(300);
+    expect(performance.now() - t0).toBeLessThan(1000);
     expect(err.code).toBe("payload_too_large");
     expect(err.message).toBe("at most 10000 events per request (got 2000000)");
     // Blank and whitespace-only lines are not events, as when decoding.
