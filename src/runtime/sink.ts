@@ -33,7 +33,7 @@ export async function startSink(config: Config, log: Logger, partitions?: number
     log,
     ...(partitions ? { partitions } : {}),
   });
-  sink.start();
+  await sink.start();
   let server: Server | null = null;
   let metricsPort = config.sink.metricsPort;
   if (metricsPort !== 0 || config.devMode) {
