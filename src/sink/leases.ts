@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import type { JetStreamClient, KV } from "nats";
+import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { BusNames } from "../bus/index.js";
 import type { Logger } from "../observability/index.js";
 
@@ -34,6 +34,9 @@ export class PartitionLeases {
 
   private constructor(
     private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+    private readonly stream: string,
+    private readonly bucket: string,
     readonly ttlMs: number,
     readonly holder: string,
     private readonly log: Logger,
@@ -45,13 +48,15 @@ export class PartitionLeases {
    */
   static async open(
     js: JetStreamClient,
+    jsm: JetStreamManager,
     names: BusNames,
     ttlMs: number,
     replicas: number,
     log: Logger,
   ): Promise<PartitionLeases> {
     const kv = await js.views.kv(names.leasesBucket, { history: 1, replicas, ttl: ttlMs });
-    const bucketTtl = (await kv.status()).ttl;
+    const status = await kv.status();
+    const bucketTtl = status.ttl;
     if (bucketTtl > 0 && bucketTtl !== ttlMs) {
       log.warn(
         { configured: ttlMs, bucket: bucketTtl },
@@ -64,7 +69,15 @@ export class PartitionLeases {
       .replace(/[^A-Za-z0-9_-]/g, "_")
       .slice(0, 40);
     const holder = `${host}-${process.pid}-${randomBytes(4).toString("hex")}`;
-    return new PartitionLeases(kv, bucketTtl, holder, log);
+    return new PartitionLeases(
+      kv,
+      jsm,
+      status.streamInfo.config.name,
+      names.leasesBucket,
+      bucketTtl,
+      holder,
+      log,
+    );
   }
 
   /** The lease held on a partition, if any. */
@@ -81,15 +94,16 @@ export class PartitionLeases {
     await this.kv.put(`sinks.${this.holder}`, JSON.stringify({ at: new Date().toISOString() }));
   }
 
-  /** Sinks with a heartbeat younger than the TTL, this one included. */
+  /**
+   * Sinks with a heartbeat younger than the TTL, this one included. Read from the stream's
+   * per-subject counts (one snapshot), not by listing keys: `kv.keys()` walks a consumer and
+   * missed keys being rewritten meanwhile (every heartbeat and lease is, every TTL/3).
+   */
   async liveSinks(): Promise<number> {
-    let n = 0;
-    let self = false;
-    for await (const k of await this.kv.keys("sinks.*")) {
-      n++;
-      if (k === `sinks.${this.holder}`) self = true;
-    }
-    return self ? n : n + 1;
+    const prefix = `$KV.${this.bucket}.sinks.`;
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${prefix}>` });
+    const live = Object.keys(info.state.subjects ?? {});
+    return live.includes(`${prefix}${this.holder}`) ? live.length : live.length + 1;
   }
 
   /** Tries to take a free partition. False when another sink holds it (or NATS is unreachable). */
@@ -139,9 +153,14 @@ export class PartitionLeases {
     }
   }
 
-  /** Stops announcing this sink. */
+  /**
+   * Stops announcing this sink. A stream purge of the subject, not a KV delete: a delete marker
+   * would still be counted by {@link liveSinks} until it expired.
+   */
   async leave(): Promise<void> {
-    await this.kv.delete(`sinks.${this.holder}`).catch(() => undefined);
+    await this.jsm.streams
+      .purge(this.stream, { filter: `$KV.${this.bucket}.sinks.${this.holder}` })
+      .catch(() => undefined);
   }
 
   /** Drops a lease from the held set after it was lost by deadline (no NATS call). */

@@ -54,9 +54,10 @@ export class Sink {
 
   /** Opens the lease bucket, takes a first share of partitions and starts their workers. */
   async start(): Promise<void> {
-    const { config, js, log } = this.opts;
+    const { config, js, jsm, log } = this.opts;
     this.leases = await PartitionLeases.open(
       js,
+      jsm,
       this.names,
       config.sink.leaseTtlMs,
       config.nats.replicas,
@@ -169,7 +170,11 @@ export class Sink {
     w.worker.stop();
     await w.run;
     if (this.workers.get(p) === w) this.workers.delete(p);
-    await this.leases?.release(w.lease);
+    // NOTE: after the tick in progress, so no renewal of this lease is in flight: the delete is
+    // conditional on the lease's revision and would fail against a renewal racing it.
+    const released = this.ticking.then(() => this.leases?.release(w.lease));
+    this.ticking = released.then(() => undefined);
+    await released;
     sinkMetrics.leases.set(this.workers.size);
     this.opts.log.info({ partition: p }, "partition released");
   }
