@@ -58,7 +58,7 @@ async function leaseHolders(edge: RunningEdge, config: Config): Promise<Map<numb
   for (let p = 0; p < config.nats.partitions; p++) {
     const e = await kv.get(`partitions.${p}`);
     if (e === null || e.operation !== "PUT") continue;
-    const holder = (e.json() as { holder: string }).holder;
+    const holder = e.json<{ holder: string }>().holder;
     out.set(p, Number(holder.split("-").at(-2)));
   }
   return out;
