@@ -10,6 +10,8 @@
  * | API keys | KV bucket `tally_keys` |
  * | catalog (meters, versioned) | KV bucket `tally_catalog` |
  * | portal token signing key | KV bucket `tally_secrets` |
+ * | bus settings (the partition count, recorded once) | KV bucket `tally_bus` |
+ * | sink partition leases and sink heartbeats (TTL) | KV bucket `tally_leases` |
  */
 export interface BusNames {
   stream: string;
@@ -22,6 +24,8 @@ export interface BusNames {
   keysBucket: string;
   catalogBucket: string;
   secretsBucket: string;
+  busBucket: string;
+  leasesBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -37,5 +41,7 @@ export function busNames(prefix: string): BusNames {
     keysBucket: `${prefix}_keys`,
     catalogBucket: `${prefix}_catalog`,
     secretsBucket: `${prefix}_secrets`,
+    busBucket: `${prefix}_bus`,
+    leasesBucket: `${prefix}_leases`,
   };
 }

@@ -24,7 +24,14 @@ export async function startSink(config: Config, log: Logger, partitions?: number
   }
   const nc = await connectNats(config, "tally-sink");
   const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, config);
+  try {
+    // Refuses a partition count other than the recorded one (PartitionCountMismatch).
+    await ensureStreams(jsm, config);
+  } catch (err: unknown) {
+    await nc.close();
+    await clickhouse.close();
+    throw err;
+  }
   const sink = new Sink({
     config,
     js: nc.jetstream(),
@@ -33,7 +40,7 @@ export async function startSink(config: Config, log: Logger, partitions?: number
     log,
     ...(partitions ? { partitions } : {}),
   });
-  sink.start();
+  await sink.start();
   let server: Server | null = null;
   let metricsPort = config.sink.metricsPort;
   if (metricsPort !== 0 || config.devMode) {
