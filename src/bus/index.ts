@@ -4,3 +4,13 @@ export { ensureStreams } from "./stream.js";
 export { GroupCommitPublisher, partitionOf } from "./publisher.js";
 export type { PublisherOptions } from "./publisher.js";
 export { Watermarks } from "./watermark.js";
+export type { WatermarkStatus } from "./watermark.js";
+export {
+  DeadLetterLog,
+  ackFloor,
+  partitionOfSubject,
+  stateOf,
+  storedDeadLetterSeqs,
+  summarize,
+} from "./dead-letters.js";
+export type { DeadLetter, DeadLetterState, Resolution } from "./dead-letters.js";

@@ -10,6 +10,7 @@
  * | API keys | KV bucket `tally_keys` |
  * | catalog (meters, versioned) | KV bucket `tally_catalog` |
  * | portal token signing key | KV bucket `tally_secrets` |
+ * | dead-letter resolutions (replayed / discarded) | KV bucket `tally_dead_letters` |
  */
 export interface BusNames {
   stream: string;
@@ -22,6 +23,7 @@ export interface BusNames {
   keysBucket: string;
   catalogBucket: string;
   secretsBucket: string;
+  deadLetterBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -37,5 +39,6 @@ export function busNames(prefix: string): BusNames {
     keysBucket: `${prefix}_keys`,
     catalogBucket: `${prefix}_catalog`,
     secretsBucket: `${prefix}_secrets`,
+    deadLetterBucket: `${prefix}_dead_letters`,
   };
 }
