@@ -182,3 +182,31 @@ export async function storedDeadLetterSeqs(jsm: JetStreamManager, names: BusName
   for (let s = info.state.first_seq; s <= info.state.last_seq; s++) if (!deleted.has(s)) out.push(s);
   return out;
 }
+
+/** One stored DLQ message with its resolution record and state. */
+export interface InspectedDeadLetter {
+  letter: DeadLetter;
+  resolution: Resolution | undefined;
+  state: DeadLetterState;
+}
+
+/** Every stored DLQ message with its state (uncached; for the CLI). */
+export async function inspectDeadLetters(
+  jsm: JetStreamManager,
+  names: BusNames,
+  log: DeadLetterLog,
+  partitions: number,
+): Promise<{ stored: InspectedDeadLetter[]; records: Map<number, Resolution> }> {
+  const floors = await Promise.all(Array.from({ length: partitions }, (_, p) => ackFloor(jsm, names, p)));
+  const seqs = await storedDeadLetterSeqs(jsm, names);
+  const records = await log.all();
+  const stored: InspectedDeadLetter[] = [];
+  for (const seq of seqs) {
+    const m = await jsm.streams.getMessage(names.dlqStream, { seq }).catch(() => null);
+    if (m === null) continue;
+    const letter = summarize(m);
+    const resolution = records.get(seq);
+    stored.push({ letter, resolution, state: stateOf(letter, resolution, floors) });
+  }
+  return { stored, records };
+}

@@ -7,10 +7,11 @@ export { Watermarks } from "./watermark.js";
 export type { WatermarkStatus } from "./watermark.js";
 export {
   DeadLetterLog,
+  inspectDeadLetters,
   ackFloor,
   partitionOfSubject,
   stateOf,
   storedDeadLetterSeqs,
   summarize,
 } from "./dead-letters.js";
-export type { DeadLetter, DeadLetterState, Resolution } from "./dead-letters.js";
+export type { DeadLetter, DeadLetterState, InspectedDeadLetter, Resolution } from "./dead-letters.js";
