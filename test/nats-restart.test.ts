@@ -116,23 +116,34 @@ describe("a nats-server SIGKILL and restart under load", () => {
   it("ingest answers 202 within 2 s of NATS being back, and the watermark moves past the restart", async () => {
     const customer = `restart-${Date.now()}`;
     const l = load(customer);
-    await new Promise((r) => setTimeout(r, 1500));
-    await killNats();
-    const killedAt = Date.now();
-    await new Promise((r) => setTimeout(r, 1000));
-    nats = await startNats({ dataDir: dir, port: nats.port });
-    const upAt = Date.now();
-    await eventually(
-      () => Promise.resolve(l.okTimes.some((t) => t >= upAt)),
-      15_000,
-      "a 202 after the restart",
-    );
-    const firstOk = l.okTimes.find((t) => t >= upAt)!;
-    await new Promise((r) => setTimeout(r, 1500));
+    const jsm = await edge.nc.jetstreamManager();
+    // The frozen watermark needs acked messages left on disk by the kill (most kills under load
+    // leave some): kill again (at most 3 times) until that state exists, so the test always
+    // exercises it. No read runs meanwhile (reads purge such leftovers).
+    const cycles: { downMs: number; firstAcceptedAfterUpMs: number }[] = [];
+    let leftovers: number[] = [];
+    while (leftovers.length === 0 && cycles.length < 3) {
+      await new Promise((r) => setTimeout(r, 1500));
+      await killNats();
+      const killedAt = Date.now();
+      await new Promise((r) => setTimeout(r, 1000));
+      nats = await startNats({ dataDir: dir, port: nats.port });
+      const upAt = Date.now();
+      await eventually(
+        () => Promise.resolve(l.okTimes.some((t) => t >= upAt)),
+        15_000,
+        "a 202 after the restart",
+      );
+      cycles.push({
+        downMs: upAt - killedAt,
+        firstAcceptedAfterUpMs: l.okTimes.find((t) => t >= upAt)! - upAt,
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+      leftovers = await leftoverPartitions(jsm);
+    }
     await l.stop();
     const lastOk = Math.max(...l.okTimes);
-    const jsm = await edge.nc.jetstreamManager();
-    const leftovers = await leftoverPartitions(jsm);
+    expect(leftovers.length).toBeGreaterThan(0);
 
     // Everything acknowledged is counted once through the usage API...
     await eventually(async () => (await usage(customer)).count >= l.sent(), 60_000, "all counted");
@@ -150,13 +161,12 @@ describe("a nats-server SIGKILL and restart under load", () => {
     process.stdout.write(
       `${JSON.stringify({
         events: l.sent(),
-        downMs: upAt - killedAt,
-        firstAcceptedAfterUpMs: firstOk - upAt,
+        cycles,
         leftoverPartitionsAfterRestart: leftovers,
         watermarkCatchUpAfterCountedMs: caughtUp - countedAt,
         watermarkCatchUpAfterLast202Ms: caughtUp - lastOk,
       })}\n`,
     );
-    expect(firstOk - upAt).toBeLessThanOrEqual(2000);
+    for (const c of cycles) expect(c.firstAcceptedAfterUpMs).toBeLessThanOrEqual(2000);
   }, 120_000);
 });
