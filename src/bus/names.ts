@@ -12,6 +12,7 @@
  * | portal token signing key | KV bucket `tally_secrets` |
  * | bus settings (the partition count, recorded once) | KV bucket `tally_bus` |
  * | sink partition leases and sink heartbeats (TTL) | KV bucket `tally_leases` |
+ * | dead-letter resolutions (replayed / discarded) | KV bucket `tally_dead_letters` |
  */
 export interface BusNames {
   stream: string;
@@ -26,6 +27,7 @@ export interface BusNames {
   secretsBucket: string;
   busBucket: string;
   leasesBucket: string;
+  deadLetterBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -43,5 +45,6 @@ export function busNames(prefix: string): BusNames {
     secretsBucket: `${prefix}_secrets`,
     busBucket: `${prefix}_bus`,
     leasesBucket: `${prefix}_leases`,
+    deadLetterBucket: `${prefix}_dead_letters`,
   };
 }
