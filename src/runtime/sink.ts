@@ -4,7 +4,7 @@ import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import { registry, type Logger } from "../observability/index.js";
 import { Sink } from "../sink/index.js";
-import { connectNats } from "./connect.js";
+import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running sink process. */
 export interface RunningSink {
@@ -22,6 +22,7 @@ export async function startSink(config: Config, log: Logger, partitions?: number
       `ClickHouse database ${config.clickhouse.database} is not migrated; run 'tally migrate' first`,
     );
   }
+  warnIfNotHostCrashSafe(config, log);
   const nc = await connectNats(config, "tally-sink");
   const jsm = await nc.jetstreamManager();
   try {
