@@ -8,7 +8,16 @@ import type { Config } from "../src/config/index.js";
 import { startNats, type ServerProcess } from "../src/dev/servers.js";
 import { tally } from "../src/gen/proto.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
-import { distinctCount, eventually, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  assertRewriteInvariant,
+  distinctCount,
+  eventually,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+  usageCount,
+} from "./helpers.js";
 
 // This file runs its own nats-server so it can kill it.
 let dir: string;
@@ -74,6 +83,8 @@ describe("durable before acknowledged", () => {
       async () => (await distinctCount(ch, config.clickhouse.database, "customer = 'durable'")) === 200,
       30_000,
     );
+    expect(await usageCount(ch, config.clickhouse.database, "durable")).toBe(200);
+    await assertRewriteInvariant(ch, config.clickhouse.database);
     await sink.stop();
   });
 
@@ -89,5 +100,6 @@ describe("durable before acknowledged", () => {
       20_000,
       "recovery",
     );
+    await assertRewriteInvariant(ch, config.clickhouse.database);
   });
 });

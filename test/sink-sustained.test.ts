@@ -10,6 +10,8 @@ import {
   startTestEdge,
   startTestSink,
   testConfig,
+  usageCount,
+  assertRewriteInvariant,
 } from "./helpers.js";
 
 // Sustained load of ~10 KB bus messages: every accepted event becomes countable, exactly once,
@@ -62,4 +64,6 @@ it("keeps writing under sustained batch load: 600 requests x 100 events, all cou
   await new Promise((r) => setTimeout(r, 4_000)); // > the test's 3 s ack wait
   const [raw] = await queryRows<{ n: string }>(ch, `SELECT toString(count()) AS n FROM ${db}.events`);
   expect(Number(raw!.n)).toBe(requests * perRequest);
+  expect(await usageCount(ch, db, customer, "api_call")).toBe(requests * perRequest);
+  await assertRewriteInvariant(ch, db);
 });

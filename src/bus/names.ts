@@ -10,6 +10,9 @@
  * | API keys | KV bucket `tally_keys` |
  * | catalog (meters, versioned) | KV bucket `tally_catalog` |
  * | portal token signing key | KV bucket `tally_secrets` |
+ * | bus settings (the partition count, recorded once) | KV bucket `tally_bus` |
+ * | sink partition leases and sink heartbeats (TTL) | KV bucket `tally_leases` |
+ * | dead-letter resolutions (replayed / discarded) | KV bucket `tally_dead_letters` |
  */
 export interface BusNames {
   stream: string;
@@ -22,6 +25,9 @@ export interface BusNames {
   keysBucket: string;
   catalogBucket: string;
   secretsBucket: string;
+  busBucket: string;
+  leasesBucket: string;
+  deadLetterBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -37,5 +43,8 @@ export function busNames(prefix: string): BusNames {
     keysBucket: `${prefix}_keys`,
     catalogBucket: `${prefix}_catalog`,
     secretsBucket: `${prefix}_secrets`,
+    busBucket: `${prefix}_bus`,
+    leasesBucket: `${prefix}_leases`,
+    deadLetterBucket: `${prefix}_dead_letters`,
   };
 }

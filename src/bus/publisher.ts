@@ -78,6 +78,8 @@ export class GroupCommitPublisher {
   private scheduled = false;
   private spaceWaiters: (() => void)[] = [];
   private closed = false;
+  /** Rejecters of the publishes awaiting their ack (see {@link abortInflight}). */
+  private readonly inflightAborts = new Set<(err: Error) => void>();
 
   constructor(
     private readonly js: JetStreamClient,
@@ -191,8 +193,14 @@ export class GroupCommitPublisher {
   ): Promise<void> {
     const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
     const end = publishSeconds.startTimer();
+    let abort: (err: Error) => void = () => undefined;
+    const aborted = new Promise<never>((_, reject) => (abort = reject));
+    this.inflightAborts.add(abort);
     try {
-      await this.js.publish(this.names.subject(p), data, { timeout: this.opts.timeoutMs });
+      const ack = this.js.publish(this.names.subject(p), data, { timeout: this.opts.timeoutMs });
+      // An aborted publish may still settle later: nobody waits for it any more.
+      ack.catch(() => undefined);
+      await Promise.race([ack, aborted]);
       end();
       publishBytes.observe(bytes);
       publishRequests.observe(waiters.length);
@@ -207,6 +215,7 @@ export class GroupCommitPublisher {
       );
       for (const w of waiters) w.reject(apiErr);
     } finally {
+      this.inflightAborts.delete(abort);
       this.inflight[p]!--;
       this.queuedBytes -= bytes;
       const ws = this.spaceWaiters;
@@ -214,6 +223,21 @@ export class GroupCommitPublisher {
       for (const w of ws) w();
       this.pump(p);
     }
+  }
+
+  /**
+   * Fails every publish still awaiting its ack (their requests get 503), freeing their slots.
+   * Called when the NATS connection drops: a publish written to the old socket never gets its
+   * ack, and would hold its slot (and everything queued behind it) until `timeoutMs`, so a
+   * restarted nats-server would see no traffic from this edge for that long. Its events may or
+   * may not be stored; the client retries them and the sink's dedup by id absorbs the copy.
+   * Returns how many publishes were failed.
+   */
+  abortInflight(reason: string): number {
+    const aborts = [...this.inflightAborts];
+    this.inflightAborts.clear();
+    for (const a of aborts) a(new Error(reason));
+    return aborts.length;
   }
 
   /** Stops taking new requests; resolves when everything queued was answered. */

@@ -10,6 +10,7 @@ import {
 } from "nats";
 import type { Config } from "../config/index.js";
 import { busNames } from "./names.js";
+import { checkPartitionCount } from "./partitions.js";
 
 /**
  * Creates or updates the events stream, the dead-letter stream and the per-partition sink
@@ -18,12 +19,17 @@ import { busNames } from "./names.js";
  * Retention is work-queue: a message stays until a sink acked it (after ClickHouse confirmed
  * the insert), however long that takes. When `max_bytes` is reached new publishes are refused
  * (`discard: new`) and the edge answers 503: nothing accepted is ever discarded to make room.
+ *
+ * First of all it checks the configured partition count against the recorded one
+ * ({@link checkPartitionCount}), so a misconfigured process fails here, before it publishes,
+ * consumes or creates consumers.
  */
 export async function ensureStreams(
   jsm: JetStreamManager,
   cfg: Config,
   ackWaitMs = cfg.sink.ackWaitMs,
 ): Promise<void> {
+  await checkPartitionCount(jsm, cfg);
   const n = busNames(cfg.nats.prefix);
   const events: Partial<StreamConfig> = {
     name: n.stream,

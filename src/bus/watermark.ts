@@ -1,63 +1,192 @@
 import type { JetStreamManager, StoredMsg } from "nats";
+import type { Logger } from "../observability/index.js";
+import {
+  ackFloor,
+  DeadLetterLog,
+  stateOf,
+  storedDeadLetterSeqs,
+  summarize,
+  type DeadLetter,
+  type Resolution,
+} from "./dead-letters.js";
+import type { BusNames } from "./names.js";
 
 /** The slice of nats.js's direct-get API used here (present at runtime, not exported as a type). */
 interface DirectGet {
   getMessage(stream: string, query: { seq: number; next_by_subj: string }): Promise<StoredMsg>;
 }
-import type { BusNames } from "./names.js";
+
+/** What a read reports about its own completeness. */
+export interface WatermarkStatus {
+  /** Epoch ms: every event that got a 2xx from ingest before it is in ClickHouse. */
+  watermarkMs: number;
+  /**
+   * Events in dead-lettered messages that are neither discarded nor replayed-and-written
+   * (undecodable messages count 0 events here, but hold the watermark all the same).
+   */
+  deadLetterPendingEvents: number;
+  /** Dead-lettered messages holding the watermark. */
+  deadLetterPendingMessages: number;
+}
 
 /**
  * The freshness watermark of every read (DESIGN invariant 3): a time T such that every event
  * that got a 2xx from ingest before T is in ClickHouse.
  *
- * Derivation: the sink acks a bus message only after ClickHouse confirmed its insert, and the
- * stream is a work queue, so the oldest message still stored for a partition is the oldest
- * not yet written. Events acknowledged before that message was stored are written. With no
- * message pending, everything accepted before the moment we asked is written.
+ * Derivation, per partition: the sink acks a bus message only after ClickHouse confirmed its
+ * insert, and its consumer's ack floor is the sequence up to which every message is acked. So
+ * the first message *stored above the ack floor* is the oldest possibly unwritten one; events
+ * acknowledged before it was stored are written. The floor matters: after nats-server is
+ * killed, acked messages of a work-queue stream can come back from disk below the floor,
+ * where they are never redelivered nor removed; "the oldest stored message" would then freeze
+ * the watermark forever. Such leftovers are purged here when seen (they are written: acked).
+ *
+ * Dead letters: the sink acks a message after copying it to the DLQ stream, so the events
+ * stream no longer shows it. Every DLQ message neither discarded nor replayed-and-written holds
+ * the watermark at its oldest event's receive time (at 0 when undecodable: its receive times
+ * are unknown, so nothing can be claimed until an operator replays or discards it).
+ *
  * Read the watermark *before* querying ClickHouse so the query sees at least that much.
  */
 export class Watermarks {
-  private cached: { at: number; value: number } | null = null;
-  private inflight: Promise<number> | null = null;
+  private cached: { at: number; value: WatermarkStatus } | null = null;
+  private inflight: Promise<WatermarkStatus> | null = null;
+  /** DLQ messages never change: decoded once, kept while stored. */
+  private readonly letters = new Map<number, DeadLetter>();
+  private resolutionLog: DeadLetterLog | null = null;
+  private resolutions: { revision: number; bySeq: Map<number, Resolution> } | null = null;
 
   constructor(
     private readonly jsm: JetStreamManager,
     private readonly names: BusNames,
     private readonly partitions: number,
     private readonly cacheMs = 200,
+    private readonly log?: Logger,
   ) {}
 
   /** Epoch ms of the watermark, cached for `cacheMs` (a cached value is only ever older, so still true). */
   async current(): Promise<number> {
+    return (await this.status()).watermarkMs;
+  }
+
+  /** The watermark and the dead letters holding it, cached like {@link current}. */
+  async status(): Promise<WatermarkStatus> {
     const now = Date.now();
     if (this.cached !== null && now - this.cached.at < this.cacheMs) return this.cached.value;
     this.inflight ??= this.compute().finally(() => (this.inflight = null));
     return this.inflight;
   }
 
-  private async compute(): Promise<number> {
+  private async compute(): Promise<WatermarkStatus> {
     const asked = Date.now();
+    const value: WatermarkStatus = {
+      watermarkMs: asked,
+      deadLetterPendingEvents: 0,
+      deadLetterPendingMessages: 0,
+    };
+    // NOTE: order matters. The sink stores a dead letter before it acks the original, so
+    // reading the events stream first and the DLQ second cannot miss a message that moved
+    // between the two. Ack floors are read before the stored messages: floors only rise, so a
+    // message found above an older floor is at worst already written (conservative).
     const info = await this.jsm.streams.info(this.names.stream);
-    let wm = asked;
+    const parts = Array.from({ length: this.partitions }, (_, p) => p);
+    let floors: number[] | null = null;
     if (info.state.messages > 0) {
+      floors = await Promise.all(parts.map((p) => ackFloor(this.jsm, this.names, p)));
       const oldest = await Promise.all(
-        Array.from({ length: this.partitions }, (_, p) => this.oldestStored(p)),
+        parts.map((p) => this.oldestUnwritten(p, floors![p]!, info.state.first_seq)),
       );
-      for (const t of oldest) if (t !== null) wm = Math.min(wm, t - 1);
+      for (const t of oldest) if (t !== null) value.watermarkMs = Math.min(value.watermarkMs, t - 1);
     }
-    this.cached = { at: asked, value: wm };
-    return wm;
+    const seqs = await storedDeadLetterSeqs(this.jsm, this.names);
+    if (seqs.length > 0) {
+      floors ??= await Promise.all(parts.map((p) => ackFloor(this.jsm, this.names, p)));
+      const letters = await this.deadLetters(seqs);
+      const resolutions = await this.resolutionsBySeq();
+      for (const d of letters) {
+        const state = stateOf(d, resolutions.get(d.seq), floors);
+        if (state !== "pending" && state !== "replaying") continue;
+        value.deadLetterPendingMessages++;
+        value.deadLetterPendingEvents += d.events ?? 0;
+        const bound = d.oldestReceivedMs === null ? 0 : Math.max(0, d.oldestReceivedMs - 1);
+        value.watermarkMs = Math.min(value.watermarkMs, bound);
+      }
+    }
+    this.cached = { at: asked, value };
+    return value;
   }
 
-  private async oldestStored(p: number): Promise<number | null> {
+  /** Stored time of the first message above the partition's ack floor, or null if none. */
+  private async oldestUnwritten(p: number, floor: number, firstSeq: number): Promise<number | null> {
+    if (firstSeq <= floor) await this.purgeAcked(p, floor);
+    const m = await this.direct(p, floor + 1);
+    return m === null ? null : m.time.getTime();
+  }
+
+  /**
+   * Removes messages of partition `p` stored at or below its ack floor: acked (so written), but
+   * left on disk by an unclean nats-server stop. They would otherwise take stream space
+   * (`discard: new`) and show up as lag forever. Best effort: the watermark does not need it.
+   */
+  private async purgeAcked(p: number, floor: number): Promise<void> {
+    try {
+      const first = await this.direct(p, 0);
+      if (first === null || first.seq > floor) return;
+      const r = await this.jsm.streams.purge(this.names.stream, {
+        filter: this.names.subject(p),
+        seq: floor + 1,
+      });
+      this.log?.warn(
+        { partition: p, ackFloor: floor, purged: r.purged },
+        "purged acked bus messages left behind by an unclean nats-server restart",
+      );
+    } catch (err: unknown) {
+      this.log?.warn({ err, partition: p }, "could not purge acked bus messages");
+    }
+  }
+
+  /** The first message of partition `p` with sequence ≥ `seq`, or null. */
+  private async direct(p: number, seq: number): Promise<StoredMsg | null> {
     try {
       // NOTE: `direct` exists on the manager at runtime (nats 2.29) but is missing from its typings.
       const direct = (this.jsm as JetStreamManager & { direct: DirectGet }).direct;
-      const m = await direct.getMessage(this.names.stream, { seq: 0, next_by_subj: this.names.subject(p) });
-      return m.time.getTime();
+      return await direct.getMessage(this.names.stream, { seq, next_by_subj: this.names.subject(p) });
     } catch (err: unknown) {
       if ((err as { code?: string }).code === "404") return null;
       throw err;
     }
+  }
+
+  /** Summaries of the stored DLQ messages, decoding only ones not seen before. */
+  private async deadLetters(seqs: number[]): Promise<DeadLetter[]> {
+    const stored = new Set(seqs);
+    for (const s of this.letters.keys()) if (!stored.has(s)) this.letters.delete(s);
+    const out: DeadLetter[] = [];
+    for (const seq of seqs) {
+      let d = this.letters.get(seq);
+      if (d === undefined) {
+        const m = await this.jsm.streams.getMessage(this.names.dlqStream, { seq }).catch((err: unknown) => {
+          // Deleted since the stream info was read (resolved meanwhile).
+          if ((err as { code?: string }).code === "404") return null;
+          throw err;
+        });
+        if (m === null) continue;
+        d = summarize(m);
+        this.letters.set(seq, d);
+      }
+      out.push(d);
+    }
+    return out;
+  }
+
+  /** Resolution records, re-read only when the bucket changed. */
+  private async resolutionsBySeq(): Promise<Map<number, Resolution>> {
+    this.resolutionLog ??= await DeadLetterLog.bind(this.jsm.jetstream(), this.names);
+    if (this.resolutionLog === null) return new Map();
+    const revision = await this.resolutionLog.revision();
+    if (this.resolutions?.revision !== revision) {
+      this.resolutions = { revision, bySeq: await this.resolutionLog.all() };
+    }
+    return this.resolutions.bySeq;
   }
 }

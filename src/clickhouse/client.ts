@@ -16,7 +16,12 @@ export function createClickHouse(cfg: Config["clickhouse"], maxOpenConnections =
   });
 }
 
-/** ClickHouse error codes after which retrying the same insert cannot succeed. */
+/**
+ * ClickHouse error codes of an insert that mean the *rows* are bad, so retrying the same rows
+ * cannot succeed. Not here on purpose: 62 SYNTAX_ERROR (and any other error of a statement's
+ * text): Tally writes every statement itself, so such an error is a bug or a server setting
+ * (e.g. `max_query_size`), never the events' fault; their callers retry and alert instead.
+ */
 const permanentCodes = new Set([
   "6", // CANNOT_PARSE_TEXT
   "26", // CANNOT_PARSE_QUOTED_STRING
@@ -24,7 +29,6 @@ const permanentCodes = new Set([
   "33", // CANNOT_READ_ALL_DATA
   "38", // CANNOT_PARSE_DATE
   "53", // TYPE_MISMATCH
-  "62", // SYNTAX_ERROR
   "69", // ARGUMENT_OUT_OF_BOUND
   "70", // CANNOT_CONVERT_TYPE
   "72", // CANNOT_PARSE_NUMBER
@@ -33,7 +37,8 @@ const permanentCodes = new Set([
 ]);
 
 /**
- * Whether an error from ClickHouse is permanent for the data that caused it. Decided by the
+ * Whether an error from a ClickHouse *insert* is permanent for the rows that caused it (for a
+ * query Tally wrote, no error is: see partition-worker). Decided by the
  * server's numeric error code (never by message text); anything else (network, timeouts,
  * TOO_MANY_PARTS, memory limits, server restarts) is retriable.
  */

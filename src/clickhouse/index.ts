@@ -11,9 +11,12 @@ export {
   usageGaugeCarryIn,
   usageGaugePoints,
   usageRewriteCount,
+  inLists,
+  maxInListBytes,
 } from "./sql.js";
 export type {
   Collapse,
+  EventKey,
   SqlValue,
   Migration,
   EventFilter,

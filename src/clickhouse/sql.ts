@@ -52,6 +52,55 @@ export function lit(v: SqlValue): string {
   }
 }
 
+/**
+ * Most bytes of literals in one `IN (...)` list. ClickHouse refuses a statement longer than
+ * `max_query_size` (262,144 bytes by default) with a syntax error (code 62); ids of up to 256
+ * characters, each escaped control character 4 bytes and each UTF-8 character up to 4, make a
+ * count-only bound (2,000 ids) miss it. Half the limit leaves room for the rest of the statement.
+ */
+export const maxInListBytes = 128 * 1024;
+/** Most values in one `IN (...)` list, whatever their size (bounds the server's hash set and parse time). */
+export const maxInListItems = 2000;
+
+/**
+ * Joins rendered literals into `IN` lists of at most `maxBytes` UTF-8 bytes (separators
+ * included) and `maxItems` items each. A single literal larger than `maxBytes` gets a list of
+ * its own (cannot happen with Tally's length limits: 256 characters × 4 bytes < maxInListBytes).
+ */
+export function inLists(
+  literals: readonly string[],
+  maxBytes = maxInListBytes,
+  maxItems = maxInListItems,
+): string[] {
+  const lists: string[] = [];
+  let cur: string[] = [];
+  let bytes = 0;
+  for (const l of literals) {
+    const n = Buffer.byteLength(l, "utf8") + 1;
+    if (cur.length > 0 && (bytes + n > maxBytes || cur.length >= maxItems)) {
+      lists.push(cur.join(","));
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(l);
+    bytes += n;
+  }
+  if (cur.length > 0) lists.push(cur.join(","));
+  return lists;
+}
+
+/** The sort key of one event row. */
+export interface EventKey {
+  customer: string;
+  type: string;
+  ts: number;
+  id: string;
+}
+
+function ledgerLookupIn(db: string, list: string): string {
+  return `SELECT id, fp, customer, type, toString(ts) AS ts_ms FROM ${ident(db)}.event_ids WHERE ${list === "" ? "0" : `id IN (${list})`}`;
+}
+
 /** One versioned schema migration; every statement is idempotent. */
 export interface Migration {
   version: number;
@@ -130,9 +179,25 @@ export const sql = {
   rewritesTable: (db: string) => `${ident(db)}.event_rewrites`,
   ledgerTable: (db: string) => `${ident(db)}.event_ids`,
 
-  /** Ledger rows for the given ids: the fingerprint of the copy that won for each. */
+  /**
+   * Ledger rows for the given ids: the winning copy's fingerprint and its event-row key
+   * (customer, type, `ts_ms`). One statement, unbounded: the sink uses {@link sql.ledgerLookups}.
+   */
   ledgerLookup: (db: string, ids: readonly string[]) =>
-    `SELECT id, fp FROM ${ident(db)}.event_ids WHERE ${ids.length === 0 ? "0" : `id IN (${ids.map(lit).join(",")})`}`,
+    ledgerLookupIn(db, ids.length === 0 ? "" : ids.map(lit).join(",")),
+
+  /** {@link sql.ledgerLookup} split into statements that each stay under {@link maxInListBytes}. */
+  ledgerLookups: (db: string, ids: readonly string[]): string[] =>
+    inLists(ids.map(lit)).map((list) => ledgerLookupIn(db, list)),
+
+  /**
+   * Which of the given event rows (by the events table's whole sort key) are written, chunked
+   * like {@link sql.ledgerLookups}. The key lets ClickHouse read only the granules around each row.
+   */
+  writtenEvents: (db: string, keys: readonly EventKey[]): string[] =>
+    inLists(keys.map((k) => `(${lit(k.customer)}, ${lit(k.type)}, ${lit(k.ts)}, ${lit(k.id)})`)).map(
+      (list) => `SELECT DISTINCT id FROM ${ident(db)}.events WHERE (customer, type, ts, id) IN (${list})`,
+    ),
 
   ledgerPartitions: (db: string) =>
     `SELECT DISTINCT partition FROM system.parts WHERE database = ${lit(db)} AND table = 'event_ids' AND active`,

@@ -66,6 +66,12 @@ export const envSchema = z.object({
   TALLY_SINK_LINGER_MS: int(500, 1),
   TALLY_SINK_MAX_INFLIGHT: int(4, 1),
   TALLY_SINK_ACK_WAIT_MS: int(30_000, 1000),
+  /**
+   * How long a sink's lease on a bus partition lasts without renewal (ms); renewed every third of
+   * it. A dead sink's partitions are taken over within about this time. Set once per installation:
+   * the first sink creates the lease bucket with it, and every sink then uses the bucket's value.
+   */
+  TALLY_SINK_LEASE_TTL_MS: int(15_000, 1000).pipe(z.number().max(300_000)),
   TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
@@ -120,6 +126,7 @@ export interface Config {
     lingerMs: number;
     maxInflight: number;
     ackWaitMs: number;
+    leaseTtlMs: number;
     metricsPort: number;
     metricsHost: string;
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
@@ -184,6 +191,7 @@ export function toConfig(e: Env): Config {
       lingerMs: e.TALLY_SINK_LINGER_MS,
       maxInflight: e.TALLY_SINK_MAX_INFLIGHT,
       ackWaitMs: e.TALLY_SINK_ACK_WAIT_MS,
+      leaseTtlMs: e.TALLY_SINK_LEASE_TTL_MS,
       metricsPort: e.TALLY_SINK_METRICS_PORT,
       metricsHost: e.TALLY_SINK_METRICS_HOST,
       crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,

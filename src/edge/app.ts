@@ -131,7 +131,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
         ]);
       }
     }
-    const watermark = await watermarks.current();
+    const { watermarkMs: watermark, deadLetterPendingEvents } = await watermarks.status();
     const rows = await queryRows<EventRow>(
       clickhouse,
       sql.listEvents(db, { customer: q.customer, type: q.type, fromMs: q.from, toMs: q.to }, q.limit, after),
@@ -143,17 +143,22 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
         ? Buffer.from(JSON.stringify({ ts: Number(last.ts_ms), id: last.id })).toString("base64url")
         : null,
       watermark: new Date(watermark).toISOString(),
+      dead_letter_pending: deadLetterPendingEvents,
     });
   });
 
   app.get("/v1/events/count", requireScope(keys, "read"), async (c) => {
     const q = parseWith(filterQuery, c.req.query());
-    const watermark = await watermarks.current();
+    const { watermarkMs: watermark, deadLetterPendingEvents } = await watermarks.status();
     const rows = await queryRows<{ count: string }>(
       clickhouse,
       sql.countEvents(db, { customer: q.customer, type: q.type, fromMs: q.from, toMs: q.to }),
     );
-    return c.json({ count: Number(rows[0]?.count ?? 0), watermark: new Date(watermark).toISOString() });
+    return c.json({
+      count: Number(rows[0]?.count ?? 0),
+      watermark: new Date(watermark).toISOString(),
+      dead_letter_pending: deadLetterPendingEvents,
+    });
   });
 
   const createKey = z.object({

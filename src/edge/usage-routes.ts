@@ -167,7 +167,9 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
   app.get("/v1/usage", requireUsageReader(deps), async (c) => {
     const req = usageRequestFrom(c, deps, now());
     try {
-      return c.json(await queryUsage(deps.usage, req));
+      // status() first: queryUsage's own watermark read then hits the same cached computation.
+      const { deadLetterPendingEvents } = await deps.watermarks.status();
+      return c.json({ ...(await queryUsage(deps.usage, req)), dead_letter_pending: deadLetterPendingEvents });
     } catch (err: unknown) {
       throw asApiError(err);
     }

@@ -1,5 +1,6 @@
 import { gunzipSync } from "node:zlib";
 import Big from "big.js";
+import protobuf from "protobufjs/minimal.js";
 import { tally } from "../gen/proto.js";
 import { ApiError, type FieldError } from "../lib/errors.js";
 
@@ -61,37 +62,85 @@ function text(body: Uint8Array): string {
 /** Runs of digits and dots this long may hold a number JSON.parse cannot represent exactly. */
 const longNumberHint = /[0-9.]{16,}/;
 
+/** A JSON number literal that JSON.parse would round, and where it is. */
+export interface InexactNumber {
+  /** Character offset of the literal in the scanned text. */
+  offset: number;
+  literal: string;
+  /** Keys and array indexes from the scanned value's root down to the literal. */
+  path: (string | number)[];
+}
+
+/** One open object or array while scanning JSON text. */
+interface Frame {
+  array: boolean;
+  /** Array: index of the current element. */
+  index: number;
+  /** Object: offsets of the current key's quoted text (decoded only when a path is needed). */
+  keyStart: number;
+  keyEnd: number;
+  expectKey: boolean;
+}
+
+function isNumberChar(c: number): boolean {
+  // 0-9 . e E + -
+  return (c >= 48 && c <= 57) || c === 46 || c === 101 || c === 69 || c === 43 || c === 45;
+}
+
 /**
  * JSON.parse rounds numbers to binary doubles and hides that it did. Finds numeric literals
  * (outside strings) whose value is not exactly the double they parse to, so a quantity such as
- * `1.00000000000000001234` is rejected instead of silently becoming `1`. A cheap regex keeps
- * ordinary bodies on the fast path; only suspicious ones are scanned.
+ * `1.00000000000000001234` is rejected instead of silently becoming `1`, and says where each is
+ * (so the error can name the event and field). A cheap regex keeps ordinary bodies on the fast
+ * path; only suspicious ones are scanned. The text must be valid JSON (parse it first).
  */
-export function inexactNumbers(json: string): { offset: number; literal: string }[] {
+export function inexactNumbers(json: string): InexactNumber[] {
   if (!longNumberHint.test(json)) return [];
-  const found: { offset: number; literal: string }[] = [];
-  let inString = false;
+  const found: InexactNumber[] = [];
+  const stack: Frame[] = [];
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
-    if (inString) {
-      if (c === 92)
-        i++; // backslash escape
-      else if (c === 34) inString = false;
-      continue;
-    }
     if (c === 34) {
-      inString = true;
-      continue;
-    }
-    if (c === 45 || (c >= 48 && c <= 57)) {
       let j = i + 1;
-      while (j < json.length && /[0-9eE.+-]/.test(json[j]!)) j++;
+      for (; j < json.length; j++) {
+        const d = json.charCodeAt(j);
+        if (d === 92)
+          j++; // backslash escape
+        else if (d === 34) break;
+      }
+      const top = stack[stack.length - 1];
+      if (top !== undefined && top.expectKey) {
+        top.keyStart = i;
+        top.keyEnd = j + 1;
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (c === 123 || c === 91) {
+      stack.push({ array: c === 91, index: 0, keyStart: 0, keyEnd: 0, expectKey: c === 123 });
+    } else if (c === 125 || c === 93) {
+      stack.pop();
+    } else if (c === 44) {
+      const top = stack[stack.length - 1];
+      if (top !== undefined) {
+        if (top.array) top.index++;
+        else top.expectKey = true;
+      }
+    } else if (c === 45 || (c >= 48 && c <= 57)) {
+      let j = i + 1;
+      while (j < json.length && isNumberChar(json.charCodeAt(j))) j++;
       const literal = json.slice(i, j);
       const n = Number(literal);
+      let exact = true;
       try {
-        if (!Number.isFinite(n) || !new Big(literal).eq(new Big(n))) found.push({ offset: i, literal });
+        exact = Number.isFinite(n) && new Big(literal).eq(new Big(n));
       } catch {
         // not a number literal; JSON.parse reports the syntax error
+      }
+      if (!exact) {
+        const path = stack.map((f) =>
+          f.array ? f.index : (JSON.parse(json.slice(f.keyStart, f.keyEnd)) as string),
+        );
+        found.push({ offset: i, literal, path });
       }
       i = j - 1;
     }
@@ -99,26 +148,125 @@ export function inexactNumbers(json: string): { offset: number; literal: string 
   return found;
 }
 
-function rejectInexact(json: string, index: number | undefined): void {
-  const bad = inexactNumbers(json);
-  if (bad.length === 0) return;
-  throw new ApiError(
-    "invalid_events",
-    "body holds JSON numbers that cannot be represented exactly; send such quantities as decimal strings; nothing was accepted",
-    bad.slice(0, 100).map((b) => ({
-      ...(index === undefined ? {} : { index }),
-      field: "",
+/** `properties.list[2]`: dotted keys, array indexes in brackets. */
+function fieldName(path: readonly (string | number)[]): string {
+  let out = "";
+  for (const p of path) {
+    if (typeof p === "number") out += `[${p}]`;
+    else out += out === "" ? p : `.${p}`;
+  }
+  return out;
+}
+
+/**
+ * Field errors for the imprecise numbers in one JSON text. `index` is the event's index when
+ * the text is one event (an NDJSON line); when it is undefined the text is a whole body, and an
+ * array's elements are the events.
+ */
+function imprecise(json: string, index: number | undefined): FieldError[] {
+  const found = inexactNumbers(json);
+  if (found.length === 0) return [];
+  const bodyIsArray = index === undefined && json.trimStart().startsWith("[");
+  return found.map(({ literal, path }) => {
+    let i = index ?? 0;
+    let rest = path;
+    if (bodyIsArray) {
+      i = typeof path[0] === "number" ? path[0] : 0;
+      rest = path.slice(1);
+    }
+    const field = fieldName(rest);
+    return {
+      index: i,
+      field,
       code: "imprecise_number",
-      message: `number ${b.literal.slice(0, 64)} at character ${b.offset} would lose precision; send it as a string`,
-    })),
+      message: `${field === "" ? "number" : field}: ${literal.slice(0, 64)} cannot be represented exactly as a JSON number; send it as a decimal string`,
+    };
+  });
+}
+
+/** At most this many field errors are listed in one answer (`truncated` says when more). */
+const maxListedErrors = 1000;
+
+/** The one shape of `invalid_events`: `{ invalid, errors: [{ index, field, code, message }] }`. */
+function invalidEvents(errors: FieldError[], total: number): ApiError {
+  const invalid = new Set(errors.map((e) => e.index)).size;
+  return new ApiError("invalid_events", `${invalid} of ${total} events are invalid; nothing was accepted`, {
+    invalid,
+    errors: errors.slice(0, maxListedErrors),
+    truncated: errors.length > maxListedErrors,
+  });
+}
+
+function tooMany(max: number, got: number): ApiError {
+  return new ApiError("payload_too_large", `at most ${max} events per request (got ${got})`);
+}
+
+/** Characters String.prototype.trim removes (ECMAScript WhiteSpace and LineTerminator). */
+function isTrimmed(c: number): boolean {
+  return (
+    c === 32 ||
+    (c >= 9 && c <= 13) ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
   );
+}
+
+/** Non-blank NDJSON lines (the events), counted without splitting the text. */
+function countLines(text: string): number {
+  let n = 0;
+  let blank = true;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10) {
+      if (!blank) n++;
+      blank = true;
+    } else if (blank && !isTrimmed(c)) {
+      blank = false;
+    }
+  }
+  return blank ? n : n + 1;
+}
+
+/**
+ * Top-level `events` fields (number 1) of an encoded `tally.v1.EventBatch`, counted by walking
+ * the wire format (tag, skip) without decoding any event.
+ */
+function countProtobufEvents(body: Uint8Array): number {
+  const reader = protobuf.Reader.create(body);
+  let n = 0;
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag >>> 3 === 1) n++;
+    reader.skipType(tag & 7, 0, tag >>> 3);
+  }
+  return n;
+}
+
+/** Options of {@link decodeEvents}. */
+export interface DecodeOptions {
+  /**
+   * Refuse (`payload_too_large`) a body holding more events than this. NDJSON lines and
+   * protobuf events are counted before any event is materialised, so a body of millions of
+   * tiny events costs a scan, not millions of objects.
+   * @default no limit
+   */
+  maxEvents?: number;
 }
 
 /**
  * Decodes a request body into raw (unvalidated) events. Syntax errors are reported per line
- * for NDJSON (so a client can find the bad line) and for the whole body otherwise.
+ * for NDJSON (so a client can find the bad line) and for the whole body otherwise. Every
+ * `invalid_events` it throws has `details = { invalid, errors: [{ index, field, code, message }] }`.
  */
-export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
+export function decodeEvents(body: Uint8Array, format: BodyFormat, opts: DecodeOptions = {}): unknown[] {
+  const max = opts.maxEvents;
   switch (format) {
     case "json": {
       let parsed: unknown;
@@ -128,43 +276,51 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
       } catch (err: unknown) {
         throw new ApiError("invalid_request", `body is not valid JSON: ${(err as Error).message}`);
       }
-      rejectInexact(json, undefined);
-      return Array.isArray(parsed) ? parsed : [parsed];
+      const events = Array.isArray(parsed) ? parsed : [parsed];
+      if (max !== undefined && events.length > max) throw tooMany(max, events.length);
+      const errors = imprecise(json, undefined);
+      if (errors.length > 0) throw invalidEvents(errors, events.length);
+      return events;
     }
     case "ndjson": {
-      const lines = text(body).split("\n");
+      const all = text(body);
+      if (max !== undefined) {
+        const n = countLines(all);
+        if (n > max) throw tooMany(max, n);
+      }
+      const lines = all.split("\n");
       const out: unknown[] = [];
       const errors: FieldError[] = [];
+      let index = 0;
       for (let i = 0; i < lines.length; i++) {
         const line = lines[i]!.trim();
         if (line === "") continue;
         try {
-          const value: unknown = JSON.parse(line);
-          rejectInexact(line, out.length + errors.length);
-          out.push(value);
-        } catch (err: unknown) {
-          if (err instanceof ApiError) throw err;
+          out.push(JSON.parse(line));
+          for (const e of imprecise(line, index)) errors.push(e);
+        } catch {
           errors.push({
-            index: out.length + errors.length,
+            index,
             field: "",
             code: "invalid_json",
             message: `line ${i + 1} is not valid JSON`,
           });
         }
+        index++;
       }
-      if (errors.length > 0)
-        throw new ApiError(
-          "invalid_events",
-          `${errors.length} line(s) are not valid JSON; nothing was accepted`,
-          errors,
-        );
+      if (errors.length > 0) throw invalidEvents(errors, index);
       return out;
     }
     case "protobuf": {
       let batch: tally.v1.EventBatch;
       try {
+        if (max !== undefined) {
+          const n = countProtobufEvents(body);
+          if (n > max) throw tooMany(max, n);
+        }
         batch = tally.v1.EventBatch.decode(body);
       } catch (err: unknown) {
+        if (err instanceof ApiError) throw err;
         throw new ApiError(
           "invalid_request",
           `body is not a valid tally.v1.EventBatch: ${(err as Error).message}`,
@@ -174,10 +330,21 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
         id: e.id,
         type: e.type,
         customer: e.customer,
-        time: e.time !== "" && e.time != null ? e.time : e.timeMs ? Number(e.timeMs) : undefined,
+        time: e.time !== "" && e.time != null ? e.time : protoTimeMs(e.timeMs),
         properties: e.properties,
         source: e.source === "" ? undefined : e.source,
       }));
     }
   }
+}
+
+/**
+ * `time_ms` as a number, or undefined when it is 0 ("not set" in proto3: the receive time is
+ * used). protobufjs gives int64 as a `Long` object when the long package is installed, and a
+ * `Long` is truthy even when it is zero, so compare the value, not the object.
+ */
+function protoTimeMs(v: number | Long | null | undefined): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  const n = typeof v === "number" ? v : v.toNumber();
+  return n === 0 ? undefined : n;
 }

@@ -168,3 +168,104 @@ describe("inexactNumbers", () => {
     expect(inexactNumbers('{"a":1.50000000000000000000}')).toEqual([]);
   });
 });
+
+describe("normalizeEvent invalid_unicode", () => {
+  const lone = "x-\ud800";
+  it("refuses a lone surrogate in every string that reaches the bus, naming the field", () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ id: lone, type: "t", customer: "c" }, "id"],
+      [{ id: "a", type: "t", customer: "\udc00" }, "customer"],
+      [{ id: "a", type: `t${lone}`, customer: "c" }, "type"],
+      [{ id: "a", type: "t", customer: "c", source: lone }, "source"],
+      [{ id: "a", type: "t", customer: "c", properties: { [lone]: "1" } }, `properties.${lone}`],
+      [{ id: "a", type: "t", customer: "c", properties: { q: "1\ud83d" } }, "properties.q"],
+      [{ id: "a", type: "t", customer: "c", properties: { a: { b: lone } } }, "properties.a.b"],
+    ];
+    for (const [raw, field] of cases) {
+      const { e, errors } = check(raw);
+      expect(e).toBeNull();
+      expect(errors).toEqual([{ index: 0, field, code: "invalid_unicode", message: expect.any(String) }]);
+    }
+  });
+  it("accepts well-formed non-ASCII text, surrogate pairs included", () => {
+    const { e, errors } = check({
+      id: "\u{1f600}",
+      type: "t",
+      customer: "東京",
+      source: "\u{10ffff}",
+      properties: { "ключ-\u{1f680}": "✓\u{1f600}" },
+    });
+    expect(errors).toEqual([]);
+    expect(e).toMatchObject({ id: "\u{1f600}", propKeys: ["ключ-\u{1f680}"], propValues: ["✓\u{1f600}"] });
+  });
+});
+
+describe("normalizeEvent property keys mean one thing", () => {
+  it("refuses keys that collide once nested objects are flattened", () => {
+    const { e, errors } = check(
+      JSON.parse('{"id":"a","type":"t","customer":"c","properties":{"a.b":"1","a":{"b":"2"}}}'),
+    );
+    expect(e).toBeNull();
+    expect(errors).toEqual([
+      { index: 0, field: "properties.a.b", code: "duplicate_key", message: expect.any(String) },
+    ]);
+    const deep = check({
+      id: "a",
+      type: "t",
+      customer: "c",
+      properties: { x: { "y.z": 1, y: { z: 2 } }, "x.y.z": 3, ok: 1 },
+    });
+    expect(deep.errors.map((x) => [x.field, x.code])).toEqual([["properties.x.y.z", "duplicate_key"]]);
+  });
+  it("keeps dotted keys that do not collide", () => {
+    const { e, errors } = check({ id: "a", type: "t", customer: "c", properties: { "a.b": 1, a: { c: 2 } } });
+    expect(errors).toEqual([]);
+    expect(e?.propKeys).toEqual(["a.b", "a.c"]);
+  });
+  it("refuses __proto__ at any depth with reserved_key", () => {
+    const top = check(JSON.parse('{"id":"a","type":"t","customer":"c","properties":{"__proto__":"1"}}'));
+    expect(top.errors).toEqual([
+      { index: 0, field: "properties.__proto__", code: "reserved_key", message: expect.any(String) },
+    ]);
+    const nested = check(
+      JSON.parse('{"id":"a","type":"t","customer":"c","properties":{"a":{"__proto__":{"b":"1"}}}}'),
+    );
+    expect(nested.errors.map((x) => [x.field, x.code])).toEqual([["properties.a.__proto__", "reserved_key"]]);
+  });
+  it("keeps constructor and prototype as ordinary keys, exactly", () => {
+    const { e, errors } = check(
+      JSON.parse(
+        '{"id":"a","type":"t","customer":"c","properties":{"constructor":"1","prototype":{"x":"2"},"a":{"constructor":"3","toString":"4"}}}',
+      ),
+    );
+    expect(errors).toEqual([]);
+    expect(e?.propKeys).toEqual(["constructor", "prototype.x", "a.constructor", "a.toString"]);
+    expect(e?.propValues).toEqual(["1", "2", "3", "4"]);
+  });
+  it("reads own keys only (an adapter's object may inherit enumerable keys)", () => {
+    const props = Object.create({ inherited: "x" }) as Record<string, unknown>;
+    props.own = "1";
+    expect(check({ id: "a", type: "t", customer: "c", properties: props }).e?.propKeys).toEqual(["own"]);
+  });
+});
+
+describe("normalizeEvent unknown fields", () => {
+  it("refuses a misspelt top-level field, naming it", () => {
+    const { e, errors } = check({ id: "a", type: "t", customer: "c", propertes: { q: 1 } });
+    expect(e).toBeNull();
+    expect(errors).toEqual([
+      { index: 0, field: "propertes", code: "unknown_field", message: expect.any(String) },
+    ]);
+    expect(
+      check(JSON.parse('{"id":"a","type":"t","customer":"c","__proto__":{"x":1}}')).errors.map((x) => [
+        x.field,
+        x.code,
+      ]),
+    ).toEqual([["__proto__", "unknown_field"]]);
+  });
+  it("ignores keys an adapter set to undefined", () => {
+    const { e, errors } = check({ id: "a", type: "t", customer: "c", time: undefined, extra: undefined });
+    expect(errors).toEqual([]);
+    expect(e?.id).toBe("a");
+  });
+});

@@ -65,6 +65,34 @@ function fail(errors: FieldError[], index: number, field: string, code: string, 
   errors.push({ index, field, code, message });
 }
 
+/**
+ * True when `s` is well-formed UTF-16 (no lone surrogate), i.e. has a UTF-8 encoding.
+ * A lone surrogate would be written to the bus as bytes the sink's decoder rejects, and the
+ * sink dead-letters the whole group-committed message, other requests' events included; so
+ * every string that reaches the bus is checked here. `isWellFormed` is ES2024 (Node 20 has it;
+ * our TypeScript lib is ES2023) and costs ~15 ns for an ASCII string.
+ */
+export function isWellFormed(s: string): boolean {
+  return (s as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+const invalidUnicode = "is not well-formed Unicode (it holds a lone UTF-16 surrogate)";
+
+/** The top-level fields of a native event; any other key is a typo the client must hear about. */
+function isKnownField(k: string): boolean {
+  switch (k) {
+    case "id":
+    case "type":
+    case "customer":
+    case "time":
+    case "properties":
+    case "source":
+      return true;
+    default:
+      return false;
+  }
+}
+
 function checkString(
   errors: FieldError[],
   index: number,
@@ -89,7 +117,19 @@ function checkString(
     fail(errors, index, field, "too_long", `${field} must be at most ${maxLength} characters`);
     return undefined;
   }
+  if (!isWellFormed(v)) {
+    fail(errors, index, field, "invalid_unicode", `${field} ${invalidUnicode}`);
+    return undefined;
+  }
   return v;
+}
+
+/** Flattened properties of one event, in parallel arrays (the bus form). */
+interface Flat {
+  keys: string[];
+  values: string[];
+  /** Some key segment holds a dot, so two different paths may flatten to one key. */
+  dotted: boolean;
 }
 
 function flatten(
@@ -98,8 +138,7 @@ function flatten(
   obj: Record<string, unknown>,
   prefix: string,
   depth: number,
-  keys: string[],
-  values: string[],
+  out: Flat,
 ): void {
   if (depth > L.maxPropertyDepth) {
     fail(
@@ -112,11 +151,25 @@ function flatten(
     return;
   }
   for (const k in obj) {
+    // Own keys only: an adapter-built object may inherit enumerable keys we must not invent.
+    if (!Object.hasOwn(obj, k)) continue;
     const v = obj[k];
     const key = prefix === "" ? k : `${prefix.slice(1)}.${k}`;
     const field = `properties.${key}`;
     if (k.length === 0) {
       fail(errors, index, field, "invalid_key", "property keys must not be empty");
+      continue;
+    }
+    if (!isWellFormed(k)) {
+      fail(errors, index, field, "invalid_unicode", `property key ${invalidUnicode}`);
+      continue;
+    }
+    if (k === "__proto__") {
+      // JSON.parse makes it an own key, but every plain object the properties later pass
+      // through (spreads, `obj[k] = v`, vendor payloads, the debugger) would treat it as the
+      // prototype and drop it, so it cannot round-trip: refuse it rather than lose it later.
+      // `constructor` and `prototype` are ordinary own keys and are kept.
+      fail(errors, index, field, "reserved_key", "__proto__ cannot be used as a property key");
       continue;
     }
     if (key.length > L.propertyKeyMaxLength) {
@@ -129,9 +182,14 @@ function flatten(
       );
       continue;
     }
+    if (!out.dotted && k.includes(".")) out.dotted = true;
     let text: string | null;
     switch (typeof v) {
       case "string":
+        if (!isWellFormed(v)) {
+          fail(errors, index, field, "invalid_unicode", `${field} ${invalidUnicode}`);
+          continue;
+        }
         text = v;
         break;
       case "number":
@@ -162,7 +220,7 @@ function flatten(
           );
           continue;
         }
-        flatten(errors, index, v as Record<string, unknown>, `${prefix}.${k}`, depth + 1, keys, values);
+        flatten(errors, index, v as Record<string, unknown>, `${prefix}.${k}`, depth + 1, out);
         continue;
       default:
         fail(errors, index, field, "invalid_type", `${field} has an unsupported type`);
@@ -178,8 +236,33 @@ function flatten(
       );
       continue;
     }
-    keys.push(key);
-    values.push(text);
+    out.keys.push(key);
+    out.values.push(text);
+  }
+}
+
+/**
+ * Flattening is only ambiguous when a key holds a dot: `{"a.b": 1, "a": {"b": 2}}` would store
+ * two `a.b` values, which a meter (first match) and the debugger (last match) read differently.
+ * Each colliding key is reported once.
+ */
+function rejectCollisions(errors: FieldError[], index: number, keys: readonly string[]): void {
+  const seen = new Set<string>();
+  const reported = new Set<string>();
+  for (const k of keys) {
+    if (!seen.has(k)) {
+      seen.add(k);
+      continue;
+    }
+    if (reported.has(k)) continue;
+    reported.add(k);
+    fail(
+      errors,
+      index,
+      `properties.${k}`,
+      "duplicate_key",
+      `properties.${k} is given more than once after nested objects are flattened to dotted keys (e.g. "a.b" and {"a": {"b": ...}}); give it once`,
+    );
   }
 }
 
@@ -260,14 +343,16 @@ export function normalizeEvent(
     }
   }
 
-  const propKeys: string[] = [];
-  const propValues: string[] = [];
+  const flat: Flat = { keys: [], values: [], dotted: false };
+  const propKeys = flat.keys;
+  const propValues = flat.values;
   const p = e.properties;
   if (p !== undefined && p !== null) {
     if (typeof p !== "object" || Array.isArray(p)) {
       fail(errors, index, "properties", "invalid_type", "properties must be a JSON object");
     } else {
-      flatten(errors, index, p as Record<string, unknown>, "", 1, propKeys, propValues);
+      flatten(errors, index, p as Record<string, unknown>, "", 1, flat);
+      if (flat.dotted) rejectCollisions(errors, index, propKeys);
       if (propKeys.length > L.maxProperties) {
         fail(
           errors,
@@ -289,6 +374,20 @@ export function normalizeEvent(
           );
         }
       }
+    }
+  }
+
+  for (const k in e) {
+    // `undefined` is how an adapter says "not given" (JSON cannot express it), so only keys
+    // with a value count as unknown.
+    if (!isKnownField(k) && e[k] !== undefined) {
+      fail(
+        errors,
+        index,
+        k,
+        "unknown_field",
+        "is not an event field; events have id, type, customer, time, properties and source",
+      );
     }
   }
 

@@ -1,14 +1,14 @@
 import { serve, type ServerType } from "@hono/node-server";
-import type { NatsConnection } from "nats";
+import { Events, type NatsConnection } from "nats";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { CatalogStore } from "../catalog/index.js";
 import { UsageStreams } from "../usage/stream.js";
-import { busNames, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
+import { busNames, DeadLetterLog, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
 import { createClickHouse, isSchemaCurrent, type ClickHouseClient } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import { createEdgeApp } from "../edge/app.js";
 import type { Logger } from "../observability/index.js";
-import { connectNats } from "./connect.js";
+import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running edge process. */
 export interface RunningEdge {
@@ -25,6 +25,7 @@ export interface RunningEdge {
 
 /** Builds every dependency of the edge from config. `listen: false` skips the HTTP server (tests use app.request). */
 export async function startEdge(config: Config, log: Logger, listen = true): Promise<RunningEdge> {
+  warnIfNotHostCrashSafe(config, log);
   const nc = await connectNats(config, "tally-edge");
   const jsm = await nc.jetstreamManager();
   await ensureStreams(jsm, config);
@@ -41,7 +42,21 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     timeoutMs: config.publish.timeoutMs,
     maxPendingBytes: config.publish.maxPendingBytes,
   });
-  const watermarks = new Watermarks(jsm, names, config.nats.partitions);
+  // NOTE: a publish written to a connection that then dropped never gets its ack, and neither
+  // (seen with nats.js 2.29 and a killed nats-server) does one issued while disconnected and
+  // flushed on reconnect. Fail both at once (503; the client retries, dedup absorbs a copy that
+  // was stored) so their slots are free the moment nats-server is back, instead of after
+  // TALLY_PUBLISH_TIMEOUT_MS: 10 s without a 2xx after every NATS restart before this.
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type !== Events.Disconnect && s.type !== Events.Reconnect) continue;
+      const failed = publisher.abortInflight(`NATS ${s.type} before the publish was acknowledged`);
+      log.warn({ failed, status: s.type }, "NATS connection changed; failed the publishes awaiting an ack");
+    }
+  })().catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));
+  // Dead-letter resolutions (tally dlq replay/discard) are read by the watermark.
+  await DeadLetterLog.open(js, names, config.nats.replicas);
+  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
   const portalTokens = await PortalTokens.open(

@@ -4,7 +4,7 @@ import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import { registry, type Logger } from "../observability/index.js";
 import { Sink } from "../sink/index.js";
-import { connectNats } from "./connect.js";
+import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running sink process. */
 export interface RunningSink {
@@ -22,9 +22,17 @@ export async function startSink(config: Config, log: Logger, partitions?: number
       `ClickHouse database ${config.clickhouse.database} is not migrated; run 'tally migrate' first`,
     );
   }
+  warnIfNotHostCrashSafe(config, log);
   const nc = await connectNats(config, "tally-sink");
   const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, config);
+  try {
+    // Refuses a partition count other than the recorded one (PartitionCountMismatch).
+    await ensureStreams(jsm, config);
+  } catch (err: unknown) {
+    await nc.close();
+    await clickhouse.close();
+    throw err;
+  }
   const sink = new Sink({
     config,
     js: nc.jetstream(),
@@ -33,7 +41,7 @@ export async function startSink(config: Config, log: Logger, partitions?: number
     log,
     ...(partitions ? { partitions } : {}),
   });
-  sink.start();
+  await sink.start();
   let server: Server | null = null;
   let metricsPort = config.sink.metricsPort;
   if (metricsPort !== 0 || config.devMode) {

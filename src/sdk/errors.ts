@@ -52,7 +52,7 @@ export class TallyValidationError extends TallyError {
   override name = "TallyValidationError";
   /** The offending field, e.g. `customer` or `properties.tokens`. */
   readonly field: string;
-  /** Why, using the server's field error codes: `required`, `invalid_type`, `too_long`, `imprecise_number`, ... */
+  /** Why, using the server's field error codes: `required`, `invalid_type`, `too_long`, `imprecise_number`, `invalid_unicode`, `reserved_key`, ... */
   readonly reason: string;
 
   constructor(field: string, reason: string, message: string) {

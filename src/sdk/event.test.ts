@@ -92,6 +92,45 @@ describe("encodeEvent", () => {
     }
   });
 
+  it("refuses strings that are not well-formed Unicode, as the server does (invalid_unicode)", () => {
+    // Encoded, a lone surrogate becomes bytes the server cannot decode as UTF-8: the whole
+    // batch, every other tracked event included, would be refused.
+    const lone = "x-\ud800";
+    const cases: [unknown, string][] = [
+      [{ type: "t", customer: "c", id: lone }, "id"],
+      [{ type: "t", customer: "\udc00" }, "customer"],
+      [{ type: "t", customer: "c", source: lone }, "source"],
+      [{ type: "t", customer: "c", properties: { [lone]: "1" } }, `properties.${lone}`],
+      [{ type: "t", customer: "c", properties: { q: "1\ud83d" } }, "properties.q"],
+    ];
+    for (const [e, field] of cases) {
+      expect(reason(() => encodeEvent(e as never, now, undefined))).toEqual({
+        field,
+        reason: "invalid_unicode",
+      });
+    }
+    expect(reason(() => encodeEvent({ type: "t", customer: "c" }, now, lone))).toEqual({
+      field: "source",
+      reason: "invalid_unicode",
+    });
+    const ok = decodeOne({ type: "t", customer: "\u{1f600}", properties: { "k\u{10ffff}": "\ud83d\ude00" } });
+    expect(ok.customer).toBe("\u{1f600}");
+    expect(ok.properties).toEqual({ "k\u{10ffff}": "\u{1f600}" });
+  });
+
+  it("refuses a __proto__ key instead of losing it, keeps constructor and prototype", () => {
+    const props = JSON.parse('{"__proto__":"1"}') as Record<string, string>;
+    expect(
+      reason(() => encodeEvent({ type: "t", customer: "c", properties: props }, now, undefined)),
+    ).toEqual({
+      field: "properties.__proto__",
+      reason: "reserved_key",
+    });
+    expect(
+      decodeOne({ type: "t", customer: "c", properties: { constructor: "1", prototype: 2 } }).properties,
+    ).toEqual({ constructor: "1", prototype: "2" });
+  });
+
   it("uses the default source unless the event has one", () => {
     expect(decodeOne({ type: "t", customer: "c" }, "api").source).toBe("api");
     expect(decodeOne({ type: "t", customer: "c", source: "worker" }, "api").source).toBe("worker");

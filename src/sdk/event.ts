@@ -1,5 +1,5 @@
 import { uuidv7 } from "uuidv7";
-import { eventLimits as L, exactNumber, parseRfc3339, typePattern } from "../events/index.js";
+import { eventLimits as L, exactNumber, isWellFormed, parseRfc3339, typePattern } from "../events/index.js";
 import { tally } from "../gen/proto.js";
 import { TallyValidationError } from "./errors.js";
 
@@ -59,6 +59,10 @@ export interface EncodedEvent {
   bytes: Uint8Array;
 }
 
+// A lone UTF-16 surrogate has no UTF-8 encoding: the server refuses it (`invalid_unicode`),
+// so it is refused here, in the caller's stack, rather than failing the whole batch later.
+const invalidUnicode = "is not well-formed Unicode (it holds a lone UTF-16 surrogate)";
+
 function fail(field: string, reason: string, message: string): never {
   throw new TallyValidationError(field, reason, message);
 }
@@ -71,6 +75,7 @@ function checkString(field: string, v: unknown, max: number, required: boolean):
   if (typeof v !== "string") fail(field, "invalid_type", "must be a string");
   if (required && v.length === 0) fail(field, "required", "must not be empty");
   if (v.length > max) fail(field, "too_long", `must be at most ${max} characters`);
+  if (!isWellFormed(v)) fail(field, "invalid_unicode", invalidUnicode);
   return v;
 }
 
@@ -120,10 +125,15 @@ export function encodeEvent(e: TallyEvent, nowMs: number, defaultSource: string 
       if (k.length === 0) fail(field, "invalid_key", "property keys must not be empty");
       if (k.length > L.propertyKeyMaxLength)
         fail(field, "too_long", `property keys must be at most ${L.propertyKeyMaxLength} characters`);
+      if (!isWellFormed(k)) fail(field, "invalid_unicode", `property key ${invalidUnicode}`);
+      // The server refuses it too (`reserved_key`); here `properties[k] = text` would also
+      // set the prototype of the encoded map instead of a key, dropping the value silently.
+      if (k === "__proto__") fail(field, "reserved_key", "__proto__ cannot be used as a property key");
       const v: unknown = p[k];
       let text: string;
       switch (typeof v) {
         case "string":
+          if (!isWellFormed(v)) fail(field, "invalid_unicode", invalidUnicode);
           text = v;
           break;
         case "boolean":

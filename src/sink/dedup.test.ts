@@ -16,7 +16,7 @@ describe("dedup", () => {
   it("keeps the first copy of an id within a batch and ledgers new ids", () => {
     const events = [ev("a", 1), ev("b", 2), ev("a", 3)];
     expect(uniqueIds(events)).toEqual(["a", "b"]);
-    const r = dedup(events, new Map(), 2, day);
+    const r = dedup(events, new Map(), 2, day, new Set());
     expect(r.rows.map((x) => [x.id, x.ts])).toEqual([
       ["a", 1],
       ["b", 2],
@@ -30,17 +30,32 @@ describe("dedup", () => {
 
   it("drops a retry whose timestamp or content differs from the ledgered copy", () => {
     const known = new Map([["a", fingerprint(ev("a", 1))]]);
-    const r = dedup([ev("a", 2), ev("a", 1, "9")], known, 0, day);
+    const r = dedup([ev("a", 2), ev("a", 1, "9")], known, 0, day, new Set());
     expect(r.rows).toEqual([]);
     expect(r.duplicates).toBe(2);
   });
 
   it("rewrites the ledgered copy itself (redelivery after a crash) without a new ledger row", () => {
     const known = new Map([["a", fingerprint(ev("a", 1))]]);
-    const r = dedup([{ ...ev("a", 1), receivedMs: 99 }], known, 0, day);
+    const r = dedup([{ ...ev("a", 1), receivedMs: 99 }], known, 0, day, new Set());
     expect(r.rows.map((x) => x.id)).toEqual(["a"]);
     expect(r.ledger).toEqual([]);
     expect(r.rewrites).toBe(1);
+  });
+
+  it("drops an identical retry of a copy whose event row is written (no rewrite)", () => {
+    const known = new Map([["a", fingerprint(ev("a", 1))]]);
+    const r = dedup(
+      [ev("a", 1), { ...ev("a", 1), receivedMs: 99 }, ev("b", 2)],
+      known,
+      0,
+      day,
+      new Set(["a"]),
+    );
+    expect(r.rows.map((x) => x.id)).toEqual(["b"]);
+    expect(r.rewrites).toBe(0);
+    expect(r.rewritten).toEqual([]);
+    expect(r.duplicates).toBe(2);
   });
 
   it("fingerprints differ when any counted field differs", () => {

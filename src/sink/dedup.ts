@@ -42,9 +42,12 @@ export interface DedupResult {
   rows: EventRow[];
   /** Ledger rows to write (new ids only). */
   ledger: LedgerRow[];
-  /** Events dropped: another copy of the id (different content or timestamp) already won. */
+  /**
+   * Events dropped: another copy of the id (different content or timestamp) already won, or an
+   * identical copy whose event row is already written (a client retry, a redelivery).
+   */
   duplicates: number;
-  /** Ledgered events written again, identical to their first write (redelivery after a crash). */
+  /** Ledgered events whose row was not found written, written now (redelivery after a crash). */
   rewrites: number;
   /** Records of those rewrites; written before the rows, so reads know which ids to collapse. */
   rewritten: RewriteRow[];
@@ -73,13 +76,17 @@ export function uniqueIds(events: readonly BusEvent[]): string[] {
 
 /**
  * Decides, per event, whether it is written. Pure: the caller looked `known` (id → fingerprint
- * of the winning copy) up in the ledger, and is the only writer of these ids (one serial worker
- * per bus partition), so nothing changes the ledger between the lookup and the writes.
+ * of the winning copy) up in the ledger and, for ids known with the same fingerprint as a copy
+ * here, which of those have their event row `written`; it is the only writer of these ids (one
+ * serial worker per leased bus partition), so nothing changes either between lookup and writes.
  *
  * The ledger is written *before* the events, and the ack after both:
  * - id unknown: this copy wins; write ledger row and event row.
- * - id known with the same fingerprint: the winning copy itself, redelivered after a crash
- *   (maybe before its event row was written): write the event row again (idempotent).
+ * - id known with the same fingerprint, row written: an identical retry (the SDK keeps the time
+ *   it stamped) or a redelivery after the write: drop, like any duplicate.
+ * - id known with the same fingerprint, row not found: the winning copy redelivered after a
+ *   crash between the ledger and events inserts (or an insert whose outcome was unknown): write
+ *   the row again with a rewrite record (the row may yet appear: identical, and collapsed).
  * - id known with another fingerprint: a retry with another timestamp, batch or content: drop.
  * So all rows ever written for an id are identical, and every read path that collapses rows
  * by id (`LIMIT 1 BY id`, `GROUP BY id`, `uniqExact(id)`) counts each event exactly once.
@@ -89,6 +96,7 @@ export function dedup(
   known: ReadonlyMap<string, string>,
   partition: number,
   nowMs: number,
+  written: ReadonlySet<string>,
 ): DedupResult {
   const rows: EventRow[] = [];
   const rewritten: RewriteRow[] = [];
@@ -106,7 +114,7 @@ export function dedup(
     }
     const fp = fingerprint(e);
     const winner = known.get(id);
-    if (winner !== undefined && winner !== fp) {
+    if (winner !== undefined && (winner !== fp || written.has(id))) {
       duplicates++;
       continue;
     }

@@ -26,7 +26,24 @@ export const sinkMetrics = {
   }),
   rewrites: new Counter({
     name: "tally_sink_rewrites_total",
-    help: "Ledgered events written again identically (redelivery after a crash)",
+    help: "Ledgered events whose row was missing, written again with a rewrite record (crash between ledger and events insert)",
+    registers: [registry],
+  }),
+  statementErrors: new Counter({
+    name: "tally_sink_statement_errors_total",
+    help: "Failed sink statements, retried (stage: lookup|insert; code: ClickHouse error code or none). Any with a code: alert",
+    labelNames: ["stage", "code"] as const,
+    registers: [registry],
+  }),
+  leases: new Gauge({
+    name: "tally_sink_partitions_leased",
+    help: "Bus partitions this sink holds a lease on",
+    registers: [registry],
+  }),
+  leaseLosses: new Counter({
+    name: "tally_sink_lease_losses_total",
+    help: "Partition workers stopped because their lease could not be renewed in time (reason: expired|lost)",
+    labelNames: ["reason"] as const,
     registers: [registry],
   }),
   retries: new Counter({

@@ -2,15 +2,29 @@ import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import { headers as natsHeaders } from "nats";
 import { tally } from "../gen/proto.js";
 import type { BusNames } from "../bus/index.js";
-import { isPermanentInsertError, queryRows, sql, type ClickHouseClient } from "../clickhouse/index.js";
+import {
+  clickHouseErrorCode,
+  isPermanentInsertError,
+  queryRows,
+  sql,
+  type ClickHouseClient,
+} from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Semaphore } from "../lib/semaphore.js";
 import type { Logger } from "../observability/index.js";
-import { dedup, uniqueIds } from "./dedup.js";
+import { dedup, fingerprint, uniqueIds, type DedupResult } from "./dedup.js";
 import { sinkMetrics as m } from "./metrics.js";
 
-/** What happens to one bus message after a write attempt. */
-export type Outcome = "ack" | "retry" | "dead-letter";
+/**
+ * What happens to one bus message after a write attempt. `abandon`: the partition's lease is
+ * ending, so nothing more may be written; the message is left unacked for the next owner.
+ */
+export type Outcome = "ack" | "retry" | "dead-letter" | "abandon";
+
+/** What the worker asks before every ClickHouse statement (see sink/leases.ts). */
+export interface WriteFence {
+  mayWrite(): boolean;
+}
 
 interface Buffered {
   msg: JsMsg;
@@ -19,9 +33,6 @@ interface Buffered {
 
 /** Bus messages buffered per partition ahead of the flush (see run()). */
 const prefetchMessages = 256;
-
-/** Ids per ledger lookup query; keeps queries well under ClickHouse's max_query_size. */
-const lookupChunk = 2000;
 
 /**
  * Moves one bus partition into ClickHouse. The partition is processed serially (one flush at
@@ -38,6 +49,7 @@ export class PartitionWorker {
   private flushing: Promise<void> = Promise.resolve();
   private messages: ConsumerMessages | null = null;
   private stopped = false;
+  private abandoned = false;
   /** Batches handed to write() and not yet acked or dead-lettered. */
   private readonly writing = new Set<Buffered[]>();
   private keepalive: NodeJS.Timeout | null = null;
@@ -54,6 +66,7 @@ export class PartitionWorker {
     private readonly cfg: Config,
     private readonly inflight: Semaphore,
     private readonly log: Logger,
+    private readonly fence: WriteFence,
   ) {
     this.db = cfg.clickhouse.database;
     this.table = sql.eventsTable(this.db);
@@ -76,10 +89,12 @@ export class PartitionWorker {
     // redelivered while we still hold it: harmless for counting (the ledger fingerprint makes
     // the second write an identical row) but it doubles the work exactly when ClickHouse is
     // slowest. Every message we hold is kept alive with `working()` until acked.
-    this.keepalive = setInterval(
-      () => this.touchHeld(),
-      Math.max(500, Math.floor(this.cfg.sink.ackWaitMs / 3)),
-    );
+    if (this.stopped) this.messages.stop();
+    else
+      this.keepalive = setInterval(
+        () => this.touchHeld(),
+        Math.max(500, Math.floor(this.cfg.sink.ackWaitMs / 3)),
+      );
     for await (const msg of this.messages) {
       let events: tally.v1.IBusEvent[];
       try {
@@ -97,7 +112,8 @@ export class PartitionWorker {
       }
       if (this.stopped) break;
     }
-    await this.flush();
+    if (!this.abandoned) await this.flush();
+    await this.flushing;
     if (this.keepalive !== null) clearInterval(this.keepalive);
   }
 
@@ -111,6 +127,23 @@ export class PartitionWorker {
   stop(): void {
     this.stopped = true;
     this.messages?.stop();
+  }
+
+  /**
+   * Stops at once without writing anything more (the lease is ending): buffered and in-flight
+   * messages stay unacked and are redelivered to the partition's next owner after ack_wait.
+   * A write already past its ledger insert is cut short like a crash there, which the next
+   * owner's ledger check handles (see dedup()).
+   */
+  abandon(): void {
+    this.abandoned = true;
+    this.stop();
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.buffer = [];
+    this.rows = 0;
+    if (this.keepalive !== null) clearInterval(this.keepalive);
+    this.keepalive = null;
   }
 
   /** Serializes flushes of this partition. */
@@ -152,11 +185,14 @@ export class PartitionWorker {
           case "retry":
             attempt++;
             m.retries.inc();
+            if (this.abandoned) return;
             for (const b of batch) b.msg.working();
             await sleep(Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2));
             continue;
           case "dead-letter":
             await this.isolate(batch);
+            return;
+          case "abandon":
             return;
         }
       }
@@ -166,32 +202,37 @@ export class PartitionWorker {
     }
   }
 
-  /** One attempt at writing a batch; classifies failures by ClickHouse error code. */
+  /**
+   * One attempt at writing a batch. Errors of the lookups (statements Tally wrote, over data
+   * already in ClickHouse) are never the events' fault: retried, and alerted on when the server
+   * rejected the statement. Only the inserts' data errors can lead to dead letters.
+   */
   private async tryWrite(batch: Buffered[]): Promise<Outcome> {
+    if (this.abandoned || !this.fence.mayWrite()) return "abandon";
+    let result: DedupResult;
     try {
-      const events = batch.flatMap((b) => b.events);
-      const ids = uniqueIds(events);
-      const known = new Map<string, string>();
-      for (let i = 0; i < ids.length; i += lookupChunk) {
-        const found = await queryRows<{ id: string; fp: string }>(
-          this.ch,
-          sql.ledgerLookup(this.db, ids.slice(i, i + lookupChunk)),
-        );
-        for (const r of found) known.set(r.id, r.fp);
-      }
-      const result = dedup(events, known, this.partition, Date.now());
+      result = await this.plan(batch.flatMap((b) => b.events));
+    } catch (err: unknown) {
+      if (err === fenced) return "abandon";
+      this.statementFailed(err, "lookup");
+      return "retry";
+    }
+    try {
       // Ledger first (see dedup()): after a crash at any point the redelivered winning copy
       // is recognised by its fingerprint and its event row is (re)written.
       if (result.ledger.length > 0) {
+        if (!this.fence.mayWrite()) return "abandon";
         await this.ch.insert({ table: this.ledgerTable, values: result.ledger, format: "JSONEachRow" });
         injectCrash(this.cfg.sink.crashAfterInsert);
       }
       // Rewrite records before the rows they announce: a read that sees a second copy of an id
       // always finds its record and collapses it (see usage SQL in clickhouse/sql.ts).
       if (result.rewritten.length > 0) {
+        if (!this.fence.mayWrite()) return "abandon";
         await this.ch.insert({ table: this.rewritesTable, values: result.rewritten, format: "JSONEachRow" });
       }
       if (result.rows.length > 0) {
+        if (!this.fence.mayWrite()) return "abandon";
         await this.ch.insert({ table: this.table, values: result.rows, format: "JSONEachRow" });
         injectCrash(this.cfg.sink.crashAfterInsert);
       }
@@ -204,8 +245,69 @@ export class PartitionWorker {
         this.log.warn({ err, partition: this.partition }, "permanent insert error; isolating bad messages");
         return "dead-letter";
       }
-      this.log.warn({ err, partition: this.partition }, "retriable ClickHouse error; will retry");
+      this.statementFailed(err, "insert");
       return "retry";
+    }
+  }
+
+  /**
+   * Looks the batch's ids up and decides what to write. For ids whose ledgered copy has the
+   * same fingerprint as one here, also whether that copy's event row is written: an identical
+   * retry of a written event is then dropped, and only a copy whose row is missing (a crash
+   * between the ledger and events inserts) is written again, with a rewrite record.
+   */
+  private async plan(events: tally.v1.IBusEvent[]): Promise<DedupResult> {
+    const known = new Map<string, { fp: string; customer: string; type: string; ts: number }>();
+    for (const q of sql.ledgerLookups(this.db, uniqueIds(events))) {
+      if (!this.fence.mayWrite()) throw fenced;
+      const found = await queryRows<{
+        id: string;
+        fp: string;
+        customer: string;
+        type: string;
+        ts_ms: string;
+      }>(this.ch, q);
+      for (const r of found)
+        known.set(r.id, { fp: r.fp, customer: r.customer, type: r.type, ts: Number(r.ts_ms) });
+    }
+    const sameCopy = new Map<string, { customer: string; type: string; ts: number; id: string }>();
+    if (known.size > 0) {
+      for (const e of events) {
+        const id = e.id ?? "";
+        const k = known.get(id);
+        // The ledger's key, not the event's: with a fingerprint collision it still finds the winner's row.
+        if (k !== undefined && !sameCopy.has(id) && k.fp === fingerprint(e)) sameCopy.set(id, { ...k, id });
+      }
+    }
+    const written = new Set<string>();
+    for (const q of sql.writtenEvents(this.db, [...sameCopy.values()])) {
+      if (!this.fence.mayWrite()) throw fenced;
+      for (const r of await queryRows<{ id: string }>(this.ch, q)) written.add(r.id);
+    }
+    return dedup(
+      events,
+      new Map([...known].map(([id, k]) => [id, k.fp])),
+      this.partition,
+      Date.now(),
+      written,
+    );
+  }
+
+  /**
+   * A statement failed and will be retried. Network trouble and server overload pass; a
+   * statement the server rejected (it answered with an error code) is a bug in Tally or a
+   * server misconfiguration, never bad events: alert, and keep the events until it is fixed.
+   */
+  private statementFailed(err: unknown, stage: "lookup" | "insert"): void {
+    const code = clickHouseErrorCode(err);
+    m.statementErrors.inc({ stage, code: code ?? "none" });
+    if (code !== undefined) {
+      this.log.error(
+        { err, partition: this.partition, stage, code },
+        "ClickHouse rejected a sink statement; retrying (events are kept, not dead-lettered)",
+      );
+    } else {
+      this.log.warn({ err, partition: this.partition, stage }, "retriable ClickHouse error; will retry");
     }
   }
 
@@ -222,6 +324,7 @@ export class PartitionWorker {
           await this.deadLetter([b.msg], "permanent ClickHouse insert error");
           break;
         }
+        if (outcome === "abandon") return;
         b.msg.working();
         await sleep(Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)));
       }
@@ -255,6 +358,9 @@ export class PartitionWorker {
     }
   }
 }
+
+/** Thrown inside a write attempt when the lease no longer allows writing. */
+const fenced = new Error("partition lease ending");
 
 let insertsSoFar = 0;
 /**

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { createClickHouse, migrate } from "../../clickhouse/index.js";
-import { ensureStreams } from "../../bus/index.js";
+import { ensureStreams, PartitionCountMismatch } from "../../bus/index.js";
 import { createLogger, type Logger } from "../../observability/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { startEdge } from "../../runtime/edge.js";
@@ -37,6 +37,23 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): void {
   process.on("SIGINT", handler);
 }
 
+/**
+ * Runs a role's start-up; a configuration that contradicts the running installation (the
+ * partition count) ends the process with the reason on stderr and exit code 2, instead of a
+ * process that logged a failure but stays up on its open NATS connection.
+ */
+async function startOrExit<T>(start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err: unknown) {
+    if (err instanceof PartitionCountMismatch) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
 const envHelp = "\nConfiguration comes from TALLY_* environment variables; see README 'Configuration'.";
 
 export function registerServeCommands(program: Command): void {
@@ -47,7 +64,7 @@ export function registerServeCommands(program: Command): void {
     .action(async () => {
       const config = configOrExit();
       const log = createLogger("edge", config.logLevel);
-      const edge = await startEdge(config, log);
+      const edge = await startOrExit(() => startEdge(config, log));
       log.info({ port: edge.port, host: config.http.host }, "edge listening");
       onShutdown(log, () => edge.stop());
     });
@@ -55,7 +72,10 @@ export function registerServeCommands(program: Command): void {
   program
     .command("sink")
     .description("JetStream -> ClickHouse writer with exactly-once dedup")
-    .option("--partitions <list>", "comma-separated bus partitions this process owns (default: all)")
+    .option(
+      "--partitions <list>",
+      "comma-separated bus partitions this process may lease (default: all); sinks share partitions through leases",
+    )
     .addHelpText("after", envHelp)
     .action(async (opts: { partitions?: string }) => {
       const config = configOrExit();
@@ -70,7 +90,7 @@ export function registerServeCommands(program: Command): void {
           process.exit(2);
         }
       }
-      const sink = await startSink(config, log, partitions);
+      const sink = await startOrExit(() => startSink(config, log, partitions));
       log.info({ metricsPort: sink.metricsPort }, "sink running");
       onShutdown(log, () => sink.stop());
       sink.sink.done().catch(() => process.exit(1));
@@ -87,7 +107,7 @@ export function registerServeCommands(program: Command): void {
       const applied = await migrate(ch, config.clickhouse.database, log);
       await ch.close();
       const nc = await connectNats(config, "tally-migrate");
-      await ensureStreams(await nc.jetstreamManager(), config);
+      await startOrExit(async () => ensureStreams(await nc.jetstreamManager(), config));
       await nc.drain();
       log.info({ applied }, applied.length ? "migrations applied" : "schema already current");
     });
