@@ -1,10 +1,8 @@
 import { IANAZone } from "luxon";
 import { z } from "zod";
+import { isWellFormed } from "../events/index.js";
 import { eventLimits } from "../events/limits.js";
 import { currencySchema } from "../rating/index.js";
-
-/** A UTF-16 surrogate without its pair: text that cannot be encoded as UTF-8. */
-const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Stripe's metadata limits (50 keys, 40-character keys, 500-character values), so metadata can travel there. */
 export const metadataSchema = z
@@ -54,7 +52,7 @@ export const customerKeySchema = z
   .string({ error: "must be a string" })
   .min(1, "must not be empty")
   .max(eventLimits.customerMaxLength, `must be at most ${eventLimits.customerMaxLength} characters`)
-  .refine((k) => !loneSurrogate.test(k), "must be well-formed Unicode");
+  .refine(isWellFormed, "must be well-formed Unicode (no lone UTF-16 surrogate)");
 
 /**
  * A customer: who is billed. `key` is the `customer` of the customer's events, so it takes any

@@ -325,6 +325,14 @@ export const planSchema = z
     currency: currencySchema,
     interval: intervalSchema.default("month"),
     interval_count: positiveInt("1000").default("1"),
+    /**
+     * How long after a period ends the close waits for late events before it bills the period
+     * (`30m`, `1h`, `2d`); the default is TALLY_CLOSE_GRACE. Rating itself ignores it.
+     */
+    grace_period: z
+      .string({ error: "must be a duration such as 30m, 1h or 2d" })
+      .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
+      .optional(),
     prices: z.array(priceSchema, { error: "must be a list of prices" }).min(1, "needs at least one price"),
     minimum_commitment: commitmentSchema.optional(),
     spend_cap: spendCapSchema.optional(),
