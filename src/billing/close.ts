@@ -1,4 +1,5 @@
 import type { CatalogStore, Customer, Meter, Subscription, Versioned } from "../catalog/index.js";
+import { parseDuration } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
 import type { Plan } from "../rating/index.js";
 import {
@@ -70,14 +71,6 @@ export interface CloseReport {
 
 const DAY_MS = 86_400_000;
 const iso = (ms: number) => new Date(ms).toISOString();
-
-/** `30m`, `1h`, `2d` → milliseconds. */
-export function parseGrace(text: string): number {
-  const m = /^(\d{1,6})(s|m|h|d)$/.exec(text);
-  if (m === null) throw new Error(`grace period ${JSON.stringify(text)}: expected e.g. 30m, 1h, 2d`);
-  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS }[m[2] as "s" | "m" | "h" | "d"];
-  return Number(m[1]) * unit;
-}
 
 /** The period rule of a subscription (see periods.ts). */
 export function periodRule(sub: Subscription, customer: Customer, plan: Plan): PeriodRule {
@@ -169,7 +162,7 @@ async function nextJob(
   if (customer === undefined) throw new Error(`customer ${sub.customer} is not in the catalog`);
   const plan = catalog.plans.get(sub.plan);
   if (plan === undefined) throw new Error(`plan ${sub.plan} is not in the catalog`);
-  const graceMs = plan.grace_period !== undefined ? parseGrace(plan.grace_period) : settings.graceMs;
+  const graceMs = plan.grace_period !== undefined ? parseDuration(plan.grace_period) : settings.graceMs;
   const rule = periodRule(sub, customer, plan);
   const periods = endedPeriods(rule, nowMs - graceMs);
   for (let k = 0; k < periods.length; k++) {

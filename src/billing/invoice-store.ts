@@ -64,7 +64,7 @@ export class InvoiceStore {
 
   async get(id: string): Promise<Invoice | null> {
     const e = await this.kv.get(`invoices.${id}`);
-    return e === null || e.operation !== "PUT" ? null : (e.json<Invoice>());
+    return e === null || e.operation !== "PUT" ? null : e.json<Invoice>();
   }
 
   /**
@@ -77,11 +77,12 @@ export class InvoiceStore {
     const key = `invoices.${draft.id}`;
     for (let attempt = 0; ; attempt++) {
       const e = await this.kv.get(key);
-      const stored = e === null || e.operation !== "PUT" ? null : (e.json<Invoice>());
+      const stored = e === null || e.operation !== "PUT" ? null : e.json<Invoice>();
       if (stored !== null && stored.status !== "draft") return stored;
       try {
         if (e === null) await this.kv.create(key, JSON.stringify(draft));
         else await this.kv.update(key, JSON.stringify(draft), e.revision);
+        await this.putSummary(draft);
         return draft;
       } catch (err: unknown) {
         if (attempt >= 5) throw err;
@@ -163,9 +164,12 @@ export class InvoiceStore {
         } catch {
           throw new InvoiceConflict(`invoice ${id} changed while being finalized`);
         }
+        await this.putSummary(finalized);
         this.log?.info({ invoice: id, number: want }, "invoice finalized");
         this.faults.afterFinalized?.(++done);
-      } else if (inv.number !== want) {
+      } else if (inv.number === want) {
+        await this.putSummary(inv); // a crash may have come between the invoice and its summary
+      } else {
         // Only a batch finalizes; a batch lists each draft once. Anything else is a bug: stop loudly.
         throw new Error(`invoice ${id} is ${inv.status} with number ${inv.number}, batch says ${want}`);
       }
@@ -184,12 +188,139 @@ export class InvoiceStore {
     }
   }
 
-  /** Every invoice id (unordered); for listings and reconciliation. */
+  /** Every invoice id (unordered); for reconciliation. */
   async ids(): Promise<string[]> {
     const out: string[] = [];
     for await (const k of await this.kv.keys("invoices.*")) out.push(k.slice("invoices.".length));
     return out;
   }
+
+  /**
+   * The summary of an invoice (`summaries.<id>`), written after the invoice itself: a small
+   * derived record that listings follow with a KV watch instead of reading every invoice. A
+   * crash between the two leaves a stale summary until the next write of that invoice;
+   * {@link InvoiceIndex} readers re-read the invoice itself when they need its state.
+   */
+  private async putSummary(inv: Invoice): Promise<void> {
+    await this.kv.put(`summaries.${inv.id}`, JSON.stringify(summaryOf(inv)));
+  }
+
+  /**
+   * Follows every invoice summary (for listings): resolves once the current ones are loaded.
+   * The returned index stays current until `stop()`.
+   */
+  async index(): Promise<InvoiceIndex> {
+    const index = new InvoiceIndex();
+    let initialized!: () => void;
+    const ready = new Promise<void>((resolve) => (initialized = resolve));
+    const iter = await this.kv.watch({ key: "summaries.>", initializedFn: () => initialized() });
+    void (async () => {
+      for await (const e of iter) {
+        const id = e.key.slice("summaries.".length);
+        if (e.operation === "PUT") index.set(e.json<InvoiceSummary>());
+        else index.delete(id);
+      }
+    })();
+    index.stop = () => iter.stop();
+    await ready;
+    return index;
+  }
+}
+
+/** What listings show of an invoice. */
+export interface InvoiceSummary {
+  id: string;
+  number: string | null;
+  status: Invoice["status"];
+  customer: string;
+  subscription: string;
+  period_start: string;
+  period_end: string;
+  currency: string;
+  total: number;
+  finalized_at: string | null;
+}
+
+function summaryOf(inv: Invoice): InvoiceSummary {
+  return {
+    id: inv.id,
+    number: inv.number,
+    status: inv.status,
+    customer: inv.customer,
+    subscription: inv.subscription,
+    period_start: inv.period.start,
+    period_end: inv.period.end,
+    currency: inv.currency,
+    total: inv.total,
+    finalized_at: inv.finalized_at,
+  };
+}
+
+/** Filters of {@link InvoiceIndex.list}. */
+export interface InvoiceFilter {
+  customer?: string | undefined;
+  status?: Invoice["status"] | undefined;
+  /** Only invoices whose period starts at this instant (ISO). */
+  periodStart?: string | undefined;
+}
+
+/** Invoice summaries in memory, newest period first, for listings with cursor pagination. */
+export class InvoiceIndex {
+  private readonly byId = new Map<string, InvoiceSummary>();
+  stop: () => void = () => undefined;
+
+  set(s: InvoiceSummary): void {
+    this.byId.set(s.id, s);
+  }
+
+  delete(id: string): void {
+    this.byId.delete(id);
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /**
+   * A page of summaries ordered by period start (newest first), then id. `after` is the last
+   * summary of the previous page, as `{ period_start, id }` (the API encodes it as the cursor).
+   */
+  list(
+    filter: InvoiceFilter,
+    limit: number,
+    after?: { period_start: string; id: string },
+  ): { data: InvoiceSummary[]; next: { period_start: string; id: string } | null } {
+    const match = [...this.byId.values()].filter(
+      (s) =>
+        (filter.customer === undefined || s.customer === filter.customer) &&
+        (filter.status === undefined || s.status === filter.status) &&
+        (filter.periodStart === undefined || Date.parse(s.period_start) === Date.parse(filter.periodStart)),
+    );
+    match.sort((a, b) =>
+      a.period_start === b.period_start ? cmp(a.id, b.id) : cmp(b.period_start, a.period_start),
+    );
+    let start = 0;
+    if (after !== undefined) {
+      start = match.findIndex(
+        (s) =>
+          s.period_start < after.period_start || (s.period_start === after.period_start && s.id > after.id),
+      );
+      if (start < 0) start = match.length;
+    }
+    const data = match.slice(start, start + limit);
+    const last = data.at(-1);
+    return {
+      data,
+      next:
+        data.length === limit && start + limit < match.length && last
+          ? { period_start: last.period_start, id: last.id }
+          : null,
+    };
+  }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function readNumbering(e: KvEntry): Numbering {

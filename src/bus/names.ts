@@ -13,6 +13,8 @@
  * | bus settings (the partition count, recorded once) | KV bucket `tally_bus` |
  * | sink partition leases and sink heartbeats (TTL) | KV bucket `tally_leases` |
  * | dead-letter resolutions (replayed / discarded) | KV bucket `tally_dead_letters` |
+ * | invoices and invoice numbering | KV bucket `tally_invoices` |
+ * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  */
 export interface BusNames {
   stream: string;
@@ -28,6 +30,8 @@ export interface BusNames {
   busBucket: string;
   leasesBucket: string;
   deadLetterBucket: string;
+  invoicesBucket: string;
+  closeBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -46,5 +50,7 @@ export function busNames(prefix: string): BusNames {
     busBucket: `${prefix}_bus`,
     leasesBucket: `${prefix}_leases`,
     deadLetterBucket: `${prefix}_dead_letters`,
+    invoicesBucket: `${prefix}_invoices`,
+    closeBucket: `${prefix}_close`,
   };
 }

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { createLogger } from "../observability/index.js";
 import { registerCatalogCommand } from "./commands/catalog.js";
+import { registerCloseCommand } from "./commands/close.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerDlqCommand } from "./commands/dlq.js";
 import { registerKeysCommand } from "./commands/keys.js";
@@ -17,6 +18,7 @@ registerDlqCommand(program);
 registerKeysCommand(program);
 registerCatalogCommand(program);
 registerRateCommand(program);
+registerCloseCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   createLogger("cli", "error").fatal({ err }, "command failed");

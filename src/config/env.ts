@@ -83,6 +83,19 @@ export const envSchema = z.object({
   /** How often a live usage stream re-reads usage (ms). */
   TALLY_USAGE_STREAM_INTERVAL_MS: int(500, 100),
 
+  /** How long after a period ends it is closed (late events still arriving); a plan's `grace_period` overrides it. */
+  TALLY_CLOSE_GRACE: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
+    .default("1h"),
+  /** How often the close role looks for due periods (ms). */
+  TALLY_CLOSE_INTERVAL_MS: int(60_000, 1000),
+  /** Invoice number prefix (`TALLY` → `TALLY-000042`); numbers are gapless per prefix. */
+  TALLY_INVOICE_PREFIX: z
+    .string()
+    .regex(/^[A-Z0-9][A-Z0-9-]{0,15}$/, "must be 1-16 upper-case letters, digits or -")
+    .default("TALLY"),
+
   TALLY_DEV_MODE: bool(false),
   /**
    * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
@@ -132,6 +145,7 @@ export interface Config {
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
     crashAfterInsert: number;
   };
+  close: { graceMs: number; intervalMs: number; invoicePrefix: string };
   /** See TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM. */
   crashAfterCatalogClaim: boolean;
 }
@@ -196,6 +210,18 @@ export function toConfig(e: Env): Config {
       metricsHost: e.TALLY_SINK_METRICS_HOST,
       crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,
     },
+    close: {
+      graceMs: parseDuration(e.TALLY_CLOSE_GRACE),
+      intervalMs: e.TALLY_CLOSE_INTERVAL_MS,
+      invoicePrefix: e.TALLY_INVOICE_PREFIX,
+    },
     crashAfterCatalogClaim: e.TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM,
   };
+}
+
+/** `30m`, `1h`, `2d` (already validated) → milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (m === null) throw new Error(`not a duration: ${text}`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
 }

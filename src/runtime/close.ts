@@ -1,0 +1,105 @@
+import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
+import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
+import { CatalogStore } from "../catalog/index.js";
+import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
+import type { Config } from "../config/index.js";
+import type { Logger } from "../observability/index.js";
+import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
+
+/** A running close role. */
+export interface RunningClose {
+  /** Runs one close now (if this process is the leader) and resolves with what it did. */
+  runOnce(opts?: { dryRun?: boolean }): Promise<CloseReport | null>;
+  invoices: InvoiceStore;
+  catalog: CatalogStore;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the close role: every `TALLY_CLOSE_INTERVAL_MS`, the process holding the leader lease
+ * closes every subscription period that ended more than its grace period ago. `loop: false`
+ * only connects (for `tally close --once` and tests).
+ */
+export async function startClose(config: Config, log: Logger, loop = true): Promise<RunningClose> {
+  warnIfNotHostCrashSafe(config, log);
+  const clickhouse = createClickHouse(config.clickhouse);
+  if (!(await isSchemaCurrent(clickhouse, config.clickhouse.database))) {
+    throw new Error(
+      `ClickHouse database ${config.clickhouse.database} is not migrated; run 'tally migrate' first`,
+    );
+  }
+  const nc = await connectNats(config, "tally-close");
+  const jsm = await nc.jetstreamManager();
+  await ensureStreams(jsm, config);
+  const js = nc.jetstream();
+  const names = busNames(config.nats.prefix);
+  await DeadLetterLog.open(js, names, config.nats.replicas);
+  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
+  const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
+  await catalog.start();
+  const invoices = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
+  const lease = await LeaderLease.open(
+    js,
+    names.closeBucket,
+    Math.max(15_000, config.close.intervalMs * 3),
+    config.nats.replicas,
+    log,
+  );
+  const deps = {
+    catalog,
+    invoices,
+    snapshots: usageSnapshotter({ clickhouse, database: config.clickhouse.database, watermarks }),
+    watermark: () => watermarks.current(),
+    log,
+    settings: {
+      graceMs: config.close.graceMs,
+      issuerPrefix: config.close.invoicePrefix,
+      backfillDays: config.limits.backfillDays,
+    },
+  };
+
+  let running: Promise<CloseReport | null> = Promise.resolve(null);
+  const runOnce = (opts: { dryRun?: boolean } = {}) => {
+    running = running.then(async () => {
+      if (!(await lease.acquireOrRenew())) return null;
+      const started = Date.now();
+      const report = await closeDue(deps, Date.now(), opts);
+      log.info(
+        {
+          finalized: report.finalized.length,
+          waiting: report.waiting.length,
+          errors: report.errors.length,
+          ms: Date.now() - started,
+        },
+        opts.dryRun ? "close dry run" : "close run",
+      );
+      return report;
+    });
+    return running;
+  };
+
+  let timer: NodeJS.Timeout | null = null;
+  let renew: NodeJS.Timeout | null = null;
+  if (loop) {
+    const tick = () =>
+      void runOnce().catch((err: unknown) => log.error({ err }, "close run failed; will retry"));
+    tick();
+    timer = setInterval(tick, config.close.intervalMs);
+    // Keep the lease while a long close runs (the tick renews it too).
+    renew = setInterval(() => void lease.acquireOrRenew().catch(() => undefined), 5000);
+  }
+  return {
+    runOnce,
+    invoices,
+    catalog,
+    async stop() {
+      if (timer) clearInterval(timer);
+      if (renew) clearInterval(renew);
+      await running.catch(() => undefined);
+      await lease.release();
+      await catalog.close();
+      await nc.drain();
+      await clickhouse.close();
+    },
+  };
+}
