@@ -93,7 +93,10 @@ describe("OpenMeter (@openmeter/sdk)", () => {
       { id: `om-3-${customer}`, type: "prompt", subject: customer, data: {} }, // SDK fills source
     ]);
     await expectCounted(customer, 3);
-    const first = (await listFor(customer)).find((e) => e.id === `om-1-${customer}`);
+    // Stored under the id derived from (source, id): docs/compat.md.
+    const first = (await listFor(customer)).find(
+      (e) => e.id === `${"billing-svc".length}:billing-svc:om-1-${customer}`,
+    );
     expect(first).toMatchObject({
       type: "prompt",
       customer,

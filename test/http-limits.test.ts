@@ -1,4 +1,5 @@
 import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClickHouse, migrate } from "../src/clickhouse/index.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
@@ -75,3 +76,37 @@ for (const chunked of [false, true]) {
     expect(JSON.parse((await send("/v1/events", big, chunked)).body).error.code).toBe("payload_too_large");
   });
 }
+
+/**
+ * Writes a whole request over a raw socket, as curl does, and reads the answer. The body is
+ * written in full even when the server answers early, so a server that closes its socket with
+ * unread bytes (a TCP reset) loses its own answer.
+ */
+function rawRequest(head: string, body: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve) => {
+    const sock = connect(edge.port, "127.0.0.1");
+    let text = "";
+    sock.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    // A write error (EPIPE) is what a client sees when the server stops reading; the answer
+    // may still arrive. A reset (ECONNRESET) discards it: the status stays 0.
+    sock.on("error", () => {});
+    sock.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }));
+    // Like a client busy uploading (curl, requests), read the answer only after the upload.
+    sock.pause();
+    sock.write(head);
+    sock.write(body, () => sock.end());
+    setTimeout(() => sock.resume(), 300);
+  });
+}
+
+it("answers a 6 MiB body sent with Connection: close with its 413, not a reset (3 of 3)", async () => {
+  const body = Buffer.alloc(6 * 1024 * 1024, 0x20);
+  for (let i = 0; i < 3; i++) {
+    const r = await rawRequest(
+      "POST /v1/events HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n" +
+        `authorization: Bearer ${ADMIN_KEY}\r\ncontent-length: ${body.length}\r\n\r\n`,
+      body,
+    );
+    expect(r.status, `try ${i + 1}`).toBe(413);
+  }
+});

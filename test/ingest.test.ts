@@ -238,7 +238,9 @@ describe("errors", () => {
       '[{"id":"p1","type":"t","customer":"imprecise","properties":{"q":1.00000000000000001234,"s":"1.00000000000000001234"}}]';
     const r = await post(edge, body);
     expect(r.status).toBe(400);
-    expect(r.body.error.details[0]).toMatchObject({ code: "imprecise_number" });
+    // The one invalid_events layout: details = { invalid, errors: [...] }.
+    expect(r.body.error.code).toBe("invalid_events");
+    expect(r.body.error.details.errors[0]).toMatchObject({ code: "imprecise_number" });
     const ok = await post(
       edge,
       '[{"id":"p2","type":"t","customer":"imprecise","properties":{"q":1.5000000000000000000,"s":"1.00000000000000001234"}}]',
@@ -252,7 +254,7 @@ describe("errors", () => {
       "content-type": "application/x-ndjson",
     });
     expect(nd.status).toBe(400);
-    expect(nd.body.error.details[0]).toMatchObject({ index: 1, code: "invalid_json" });
+    expect(nd.body.error.details).toMatchObject({ invalid: 1, errors: [{ index: 1, code: "invalid_json" }] });
     const xml = await post(edge, "<e/>", undefined, { "content-type": "text/xml" });
     expect([xml.status, xml.body.error.code]).toEqual([415, "unsupported_media_type"]);
     const big = await post(

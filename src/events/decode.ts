@@ -118,7 +118,11 @@ function rejectInexact(json: string, index: number | undefined): void {
  * Decodes a request body into raw (unvalidated) events. Syntax errors are reported per line
  * for NDJSON (so a client can find the bad line) and for the whole body otherwise.
  */
-export function decodeEvents(body: Uint8Array, format: BodyFormat): unknown[] {
+export function decodeEvents(
+  body: Uint8Array,
+  format: BodyFormat,
+  _opts?: { maxEvents?: number },
+): unknown[] {
   switch (format) {
     case "json": {
       let parsed: unknown;
