@@ -99,14 +99,20 @@ function rawRequest(head: string, body: Buffer): Promise<{ status: number; text:
   });
 }
 
-it("answers a 6 MiB body sent with Connection: close with its 413, not a reset (3 of 3)", async () => {
+it("answers a 6 MiB body sent with Connection: close with its 413 or 401, not a reset (3 of 3)", async () => {
   const body = Buffer.alloc(6 * 1024 * 1024, 0x20);
-  for (let i = 0; i < 3; i++) {
-    const r = await rawRequest(
-      "POST /v1/events HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n" +
-        `authorization: Bearer ${ADMIN_KEY}\r\ncontent-length: ${body.length}\r\n\r\n`,
-      body,
-    );
-    expect(r.status, `try ${i + 1}`).toBe(413);
+  for (const [path, auth, status] of [
+    ["/v1/events", `authorization: Bearer ${ADMIN_KEY}\r\n`, 413],
+    ["/api/v1/events/batch", `authorization: Bearer ${ADMIN_KEY}\r\n`, 413],
+    ["/v1/events", "", 401],
+  ] as const) {
+    for (let i = 0; i < 3; i++) {
+      const r = await rawRequest(
+        `POST ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+          `${auth}content-length: ${body.length}\r\n\r\n`,
+        body,
+      );
+      expect(r.status, `${path} try ${i + 1}`).toBe(status);
+    }
   }
 });

@@ -352,3 +352,50 @@ describe("security", () => {
     await eventually(async () => (await countFor(hostileCustomer)) === 1);
   });
 });
+
+describe("parameters and headers", () => {
+  it("answers time parameters outside 1970..9999 with a 400 naming them, on /v1/events and /v1/usage", async () => {
+    // from=8700000000000000 (past JavaScript's last date) answered 500 on /v1/usage.
+    const cases = [
+      ["from", "from=8700000000000000&to=8700000000001000"],
+      ["from", "from=253402300800000&to=253402300801000"], // 10000-01-01
+      ["from", "from=0000-01-01T00:00:00Z&to=0000-01-02T00:00:00Z"],
+      ["to", "to=99999999999999999"],
+    ] as const;
+    for (const path of ["/v1/events?", "/v1/events/count?", "/v1/usage?meter=calls&"]) {
+      for (const [field, query] of cases) {
+        const r = await get(edge, `${path}${query}`);
+        expect([r.status, r.body.error?.code], `${path}${query}`).toEqual([400, "invalid_request"]);
+        expect(r.body.error.details[0].field).toBe(field);
+      }
+    }
+    const edgeOfRange = await get(edge, "/v1/events/count?from=0&to=9999-12-31T23:59:59.999Z");
+    expect(edgeOfRange.status).toBe(200);
+  });
+
+  it("tells a client using another Authorization scheme to use Bearer", async () => {
+    const res = await edge.app.request("/v1/events/count", {
+      headers: { authorization: `Basic ${Buffer.from("user:pass").toString("base64")}` },
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as any).error.message).toMatch(/must use the Bearer scheme/);
+  });
+
+  it("names an unknown field of a JSON body as the field (POST /v1/keys)", async () => {
+    const res = await edge.app.request("/v1/keys", {
+      method: "POST",
+      headers: {
+        authorization: "Bearer tally_test_admin_key_0123456789",
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ name: "k", scopes: ["read"], extra: 1, other: 2 }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as any;
+    expect(body.error.details).toEqual([
+      { field: "extra", code: "unknown_field", message: "unknown field" },
+      { field: "other", code: "unknown_field", message: "unknown field" },
+    ]);
+    expect(body.error.message).toBe("extra: unknown field; other: unknown field");
+  });
+});
