@@ -62,6 +62,8 @@ function closesAfter(incoming: IncomingMessage): boolean {
  */
 export function drainBeforeClose(): MiddlewareHandler<EdgeEnv> {
   return async (c, next) => {
+    // Requests without a body (GET, HEAD) skip the extra await on the hot read paths.
+    if (c.req.method === "GET" || c.req.method === "HEAD") return next();
     await next();
     const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
     if (incoming === undefined || incoming.complete || incoming.destroyed || !closesAfter(incoming)) return;
