@@ -12,18 +12,18 @@ export const maxListedErrors = 1000;
 
 /**
  * The one `invalid_events` error: `details = { invalid, errors: [{ index, field, code, message }],
- * truncated }`, `invalid` counting distinct event indexes.
+ * truncated }`, `invalid` counting distinct event indexes, at most {@link maxListedErrors} listed.
+ * `total` is the number of events in the request; `message` replaces the default message.
  */
-export function invalidEvents(errors: FieldError[], message?: string, total?: number): ApiError {
+export function invalidEvents(
+  errors: FieldError[],
+  opts: { total?: number; message?: string } = {},
+): ApiError {
   const invalid = new Set(errors.map((e) => e.index)).size;
   return new ApiError(
     "invalid_events",
-    message ?? `${invalid} of ${total ?? invalid} events are invalid; nothing was accepted`,
-    {
-      invalid,
-      errors: errors.slice(0, maxListedErrors),
-      truncated: errors.length > maxListedErrors,
-    },
+    opts.message ?? `${invalid} of ${opts.total ?? invalid} events are invalid; nothing was accepted`,
+    { invalid, errors: errors.slice(0, maxListedErrors), truncated: errors.length > maxListedErrors },
   );
 }
 

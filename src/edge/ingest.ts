@@ -107,13 +107,13 @@ export function ingestHandler(deps: EdgeDeps, route: IngestRoute) {
       }
       if (n === 0) throw new ApiError("invalid_request", "no events in the body");
       const batch = validateEvents(mapped.raws, { nowMs, backfillDays: config.limits.backfillDays });
-      const errors = [
-        ...mapped.errors,
-        ...batch.errors.map((e) => ({ ...e, field: mapped.rename(e.field, e.index ?? 0) })),
-      ].sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
-      if (errors.length > 0) {
+      if (mapped.errors.length > 0 || batch.errors.length > 0) {
+        const errors = [
+          ...mapped.errors,
+          ...batch.errors.map((e) => ({ ...e, field: mapped.rename(e.field, e.index ?? 0) })),
+        ].sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
         for (const e of errors) countRejected(e.code, 1);
-        throw invalidEvents(errors, undefined, n);
+        throw invalidEvents(errors, { total: n });
       }
       await publisher.publish(batch.events);
       countAccepted(batch.events.length);
@@ -134,7 +134,7 @@ export function ingestHandler(deps: EdgeDeps, route: IngestRoute) {
  */
 function oneShape(err: unknown): unknown {
   if (err instanceof ApiError && err.code === "invalid_events" && Array.isArray(err.details)) {
-    return invalidEvents(err.details as FieldError[], err.message);
+    return invalidEvents(err.details as FieldError[], { message: err.message });
   }
   return err;
 }
