@@ -75,6 +75,9 @@ export function drainBeforeClose(): MiddlewareHandler<EdgeEnv> {
       };
       const timer = setTimeout(done, drainMs);
       incoming.on("end", done).on("error", done).on("close", done);
+      // As Node's own IncomingMessage._dump: a body stream a handler abandoned (hono's chunked
+      // body limit) keeps a 'data' listener that pauses the request again; drop it, then read on.
+      incoming.removeAllListeners("data");
       incoming.resume();
     });
   };
