@@ -61,24 +61,35 @@ function closesAfter(incoming: IncomingMessage): boolean {
  * rest after the answer, so nothing is done there.
  */
 export function drainBeforeClose(): MiddlewareHandler<EdgeEnv> {
-  return async (c, next) => {
-    // Requests without a body (GET, HEAD) skip the extra await on the hot read paths.
-    if (c.req.method === "GET" || c.req.method === "HEAD") return next();
-    await next();
+  // Decided from the request alone, so keep-alive requests (nearly all) pay nothing.
+  return (c, next) => {
     const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
-    if (incoming === undefined || incoming.complete || incoming.destroyed || !closesAfter(incoming)) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        incoming.off("end", done).off("error", done).off("close", done);
-        resolve();
-      };
-      const timer = setTimeout(done, drainMs);
-      incoming.on("end", done).on("error", done).on("close", done);
-      // As Node's own IncomingMessage._dump: a body stream a handler abandoned (hono's chunked
-      // body limit) keeps a 'data' listener that pauses the request again; drop it, then read on.
-      incoming.removeAllListeners("data");
-      incoming.resume();
-    });
+    if (
+      incoming === undefined ||
+      c.req.method === "GET" ||
+      c.req.method === "HEAD" ||
+      !closesAfter(incoming)
+    ) {
+      return next();
+    }
+    return next().then(() => drain(incoming));
   };
+}
+
+/** Reads and discards what is left of a request body, for at most {@link drainMs}. */
+function drain(incoming: IncomingMessage): Promise<void> {
+  if (incoming.complete || incoming.destroyed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      incoming.off("end", done).off("error", done).off("close", done);
+      resolve();
+    };
+    const timer = setTimeout(done, drainMs);
+    incoming.on("end", done).on("error", done).on("close", done);
+    // As Node's own IncomingMessage._dump: a body stream a handler abandoned (hono's chunked
+    // body limit) keeps a 'data' listener that pauses the request again; drop it, then read on.
+    incoming.removeAllListeners("data");
+    incoming.resume();
+  });
 }
