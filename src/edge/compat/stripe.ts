@@ -139,7 +139,9 @@ function parseV1Form(text: string, errors: FieldError[]): V1Params {
 /**
  * The id of a v1 meter event without `identifier`: the request's `Idempotency-Key` (the Stripe
  * SDK sends one with every POST and keeps it across its retries), else a fresh UUIDv7, as
- * Stripe generates one ("If not provided, one is generated", API reference `identifier`).
+ * Stripe generates one: "A unique identifier for the event. If not provided, one is generated.
+ * ... We will enforce uniqueness within a rolling period of at least 24 hours."
+ * (https://docs.stripe.com/api/billing/meter-event/create, `identifier`).
  */
 export function v1EventId(identifier: string | undefined, idempotencyKey: string | undefined): string {
   return identifier ?? idempotencyKey ?? uuidv7();
@@ -246,10 +248,12 @@ function v2Rename(field: string, index: number): string {
 }
 
 /**
- * The id of a v2 stream event without `identifier`. Stripe generates a fresh one ("If not
- * provided, one will be generated", API reference `events.identifier` of
- * `POST /v2/billing/meter_event_stream`), so a retried request would count twice; Tally derives
- * it from what a retry repeats, so a retry counts once:
+ * The id of a v2 stream event without `identifier`. Stripe generates a fresh one: "A unique
+ * identifier for the event. If not provided, one will be generated. ... We'll enforce uniqueness
+ * within a rolling 24 hour period." (https://docs.stripe.com/api/v2/billing/meter-event-stream/create,
+ * `events.identifier`; events are "processed asynchronously, including validation"), so at
+ * Stripe a retried request without identifiers counts twice unless its Idempotency-Key is
+ * replayed. Tally derives the id from what a retry repeats, so a retry counts once:
  *
  *   `stripe-v2-` + hex SHA-256 of (`<parent key id>` NUL `<Idempotency-Key or "">` NUL `<body>`)
  *   + `-` + the event's index in `events`
