@@ -682,8 +682,6 @@ describe("property keys __proto__, constructor, prototype", () => {
     expect(ev.properties).toEqual(JSON.parse('{"__proto__":"x","constructor":"y","a":"z"}'));
   });
 
-  // NOTE: needs the events change of issue 9 item 8 (normalize refuses `__proto__` with
-  // `reserved_key`); before it, these keys are stored instead of refused.
   it("__proto__ is refused with a field error naming it on every route, never dropped", async () => {
     const customer = `cus_${uid()}`;
     const stripe = await rejection(
