@@ -206,6 +206,8 @@ describe("decodeEvents invalid_events has one shape", () => {
 });
 
 describe("decodeEvents protobuf property keys", () => {
+  // Guard: protobufjs 8 decodes map keys as own properties (`__proto__` included), so the key
+  // reaches validation and is refused like on every other route rather than silently dropped.
   it("a __proto__ key in a protobuf properties map is refused (reserved_key), not dropped by the decoder", () => {
     const props = JSON.parse('{"__proto__":"5","constructor":"7"}') as Record<string, string>;
     const body = tally.v1.EventBatch.encode({

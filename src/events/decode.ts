@@ -249,43 +249,6 @@ function countProtobufEvents(body: Uint8Array): number {
   return n;
 }
 
-const protoKey = Buffer.from("__proto__");
-
-/**
- * Indexes of the events whose `properties` map holds the key `__proto__` on the wire.
- * protobufjs decodes a map into a plain object, where assigning `__proto__` sets the prototype
- * (a string is ignored): the property would vanish without a word. Found here so the event is
- * refused with `reserved_key`, as on every other route. Only walks bodies that hold the bytes.
- */
-function protoKeyEvents(body: Uint8Array): number[] {
-  if (Buffer.from(body.buffer, body.byteOffset, body.byteLength).indexOf(protoKey) < 0) return [];
-  const found: number[] = [];
-  const reader = protobuf.Reader.create(body);
-  for (let index = 0; reader.pos < reader.len;) {
-    const tag = reader.uint32();
-    if (tag >>> 3 !== 1 || (tag & 7) !== 2) {
-      reader.skipType(tag & 7, 0, tag >>> 3);
-      continue;
-    }
-    const event = protobuf.Reader.create(reader.bytes());
-    while (event.pos < event.len) {
-      const t = event.uint32();
-      if (t >>> 3 !== 6 || (t & 7) !== 2) {
-        event.skipType(t & 7, 0, t >>> 3);
-        continue;
-      }
-      const entry = protobuf.Reader.create(event.bytes());
-      while (entry.pos < entry.len) {
-        const et = entry.uint32();
-        if (et >>> 3 === 1 && (et & 7) === 2 && entry.string() === "__proto__") found.push(index);
-        else if (et >>> 3 !== 1 || (et & 7) !== 2) entry.skipType(et & 7, 0, et >>> 3);
-      }
-    }
-    index++;
-  }
-  return found;
-}
-
 /** Options of {@link decodeEvents}. */
 export interface DecodeOptions {
   /**
@@ -363,7 +326,7 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat, opts: DecodeO
           `body is not a valid tally.v1.EventBatch: ${(err as Error).message}`,
         );
       }
-      const events = batch.events.map((e) => ({
+      return batch.events.map((e) => ({
         id: e.id,
         type: e.type,
         customer: e.customer,
@@ -371,17 +334,6 @@ export function decodeEvents(body: Uint8Array, format: BodyFormat, opts: DecodeO
         properties: e.properties,
         source: e.source === "" ? undefined : e.source,
       }));
-      for (const i of protoKeyEvents(body)) {
-        // Put the key back as an own property so validation names it (reserved_key).
-        const props = (events[i]!.properties ??= {});
-        Object.defineProperty(props, "__proto__", {
-          value: "",
-          enumerable: true,
-          configurable: true,
-          writable: true,
-        });
-      }
-      return events;
     }
   }
 }
