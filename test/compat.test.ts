@@ -1,10 +1,10 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { OpenMeter } from "@openmeter/sdk";
 import { Client as LagoClient } from "lago-javascript-client";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClickHouse, migrate, type ClickHouseClient } from "../src/clickhouse/index.js";
+import { createClickHouse, ident, migrate, type ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
@@ -36,7 +36,56 @@ beforeAll(async () => {
   await edge.keys.put(READ_KEY, "compat read", ["read"]);
   sink = await startTestSink(config);
   base = `http://127.0.0.1:${edge.port}`;
+  const applied = await edge.app.request("/v1/catalog", {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
+    body: meters,
+  });
+  expect(applied.status).toBe(200);
 });
+
+/** Meters the idempotency and property-key tests count through (the usage API, as invoices do). */
+const meters = `
+meters:
+  - key: om_calls
+    event_type: om_dedup
+    aggregation: count
+  - key: stream_value
+    event_type: stream_retry
+    aggregation: sum
+    value_property: value
+  - key: v1_calls
+    event_type: v1_novalue
+    aggregation: count
+  - key: reserved_sum
+    event_type: reserved
+    aggregation: sum
+    value_property: prototype
+`;
+
+/** A meter's value for one customer over the last hour, through \`GET /v1/usage\`. */
+async function usageOf(meter: string, customer: string): Promise<number> {
+  const q = new URLSearchParams({
+    meter,
+    customer,
+    from: String(Date.now() - 3_600_000),
+    to: String(Date.now() + 600_000),
+  });
+  const r = await get(edge, `/v1/usage?${q.toString()}`);
+  expect(r.status).toBe(200);
+  return Number(r.body.data[0]?.value ?? 0);
+}
+
+/** Waits until the usage API shows \`n\`, then checks a late copy does not raise it. */
+async function expectUsage(meter: string, customer: string, n: number) {
+  await eventually(
+    async () => (await usageOf(meter, customer)) >= n,
+    30_000,
+    `${meter} = ${n} for ${customer}`,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  expect(await usageOf(meter, customer)).toBe(n);
+}
 afterAll(async () => {
   await sink?.stop();
   await edge?.stop();
@@ -70,6 +119,9 @@ async function rejection(p: Promise<unknown>): Promise<any> {
   throw new Error("expected the call to fail");
 }
 
+const stripeAt = (key: string) =>
+  new Stripe(key, { host: "127.0.0.1", port: edge.port, protocol: "http", maxNetworkRetries: 0 });
+
 describe("OpenMeter (@openmeter/sdk)", () => {
   const om = () => new OpenMeter({ baseUrl: base, token: INGEST_KEY });
 
@@ -93,7 +145,10 @@ describe("OpenMeter (@openmeter/sdk)", () => {
       { id: `om-3-${customer}`, type: "prompt", subject: customer, data: {} }, // SDK fills source
     ]);
     await expectCounted(customer, 3);
-    const first = (await listFor(customer)).find((e) => e.id === `om-1-${customer}`);
+    // Stored under the id derived from (source, id): docs/compat.md.
+    const first = (await listFor(customer)).find(
+      (e) => e.id === `${"billing-svc".length}:billing-svc:om-1-${customer}`,
+    );
     expect(first).toMatchObject({
       type: "prompt",
       customer,
@@ -171,9 +226,6 @@ describe("OpenMeter (@openmeter/sdk)", () => {
 });
 
 describe("Stripe meter events (stripe SDK)", () => {
-  const stripeAt = (key: string) =>
-    new Stripe(key, { host: "127.0.0.1", port: edge.port, protocol: "http", maxNetworkRetries: 0 });
-
   it("v1: creates meter events and answers Stripe's object; the same identifier counts once", async () => {
     const customer = `cus_${uid()}`;
     const ts = nowSec() - 120;
@@ -437,5 +489,230 @@ describe("Lago (lago-javascript-client)", () => {
     const forbidden = await rejection(lago(READ_KEY).events.createBatchEvents({ events: [ev.event] }));
     expect(forbidden.status).toBe(403);
     expect(forbidden.error).toMatchObject({ status: 403, error: "Forbidden" });
+  });
+});
+
+describe("idempotency per route (counted through the usage API)", () => {
+  it("OpenMeter: the same id from two sources counts twice; the same (source, id) once", async () => {
+    const customer = `omidem-${uid()}`;
+    const om = new OpenMeter({ baseUrl: base, token: INGEST_KEY });
+    const ev = (source: string, id: string) => ({
+      id,
+      source,
+      type: "om_dedup",
+      subject: customer,
+      data: {},
+    });
+    const longSource = `urn:${"s".repeat(196)}`;
+    const longId = `id-${"i".repeat(97)}`;
+    await om.events.ingest([ev("svc-a", "1"), ev("svc-b", "1")]);
+    // Retries, one per request and one inside a batch of its own.
+    await om.events.ingest(ev("svc-a", "1"));
+    await om.events.ingest([ev(longSource, longId), ev("svc-b", "1")]);
+    await om.events.ingest(ev(longSource, longId));
+    await expectUsage("om_calls", customer, 3);
+    // The stored ids follow the rule of docs/compat.md.
+    const hashed = `sha256:${createHash("sha256").update(`${longSource.length}:${longSource}:${longId}`).digest("hex")}`;
+    expect((await listFor(customer)).map((e) => e.id).sort()).toEqual(
+      ["5:svc-a:1", "5:svc-b:1", hashed].sort(),
+    );
+  });
+
+  it("Stripe v2: a retried request without identifiers counts once (with or without Idempotency-Key)", async () => {
+    const customer = `cus_${uid()}`;
+    const session = await stripeAt(INGEST_KEY).v2.billing.meterEventSession.create();
+    const body = JSON.stringify({
+      events: [
+        { event_name: "stream_retry", payload: { stripe_customer_id: customer, value: "2" } },
+        { event_name: "stream_retry", payload: { stripe_customer_id: customer, value: "3" } },
+      ],
+    });
+    const send = (headers: Record<string, string> = {}) =>
+      fetch(`${base}/v2/billing/meter_event_stream`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${session.authentication_token}`,
+          "content-type": "application/json",
+          ...headers,
+        },
+        body,
+      });
+    expect((await send()).status).toBe(200);
+    expect((await send()).status).toBe(200); // the client's retry: same bytes
+    expect((await send({ "idempotency-key": "k-1" })).status).toBe(200);
+    expect((await send({ "idempotency-key": "k-1" })).status).toBe(200); // the SDK's retry
+    await expectUsage("stream_value", customer, 10);
+    // Two calls of the SDK are two requests (each its own Idempotency-Key), as at Stripe.
+    const stream = stripeAt(session.authentication_token).v2.billing.meterEventStream;
+    const events = [{ event_name: "stream_retry", payload: { stripe_customer_id: customer, value: "1" } }];
+    await stream.create({ events });
+    await stream.create({ events });
+    await expectUsage("stream_value", customer, 12);
+  });
+
+  it("Stripe v1: a meter event without payload[value] is refused with parameter_missing and stores nothing", async () => {
+    const customer = `cus_${uid()}`;
+    const s = stripeAt(INGEST_KEY);
+    const err = await rejection(
+      s.billing.meterEvents.create({
+        event_name: "v1_novalue",
+        identifier: `${customer}-novalue`,
+        payload: { stripe_customer_id: customer },
+      }),
+    );
+    expect(err).toBeInstanceOf(Stripe.errors.StripeInvalidRequestError);
+    expect(err).toMatchObject({
+      statusCode: 400,
+      code: "parameter_missing",
+      param: "payload[value]",
+      message: "Missing required param: payload[value].",
+    });
+    await s.billing.meterEvents.create({
+      event_name: "v1_novalue",
+      identifier: `${customer}-ok`,
+      payload: { stripe_customer_id: customer, value: "1" },
+    });
+    await expectUsage("v1_calls", customer, 1);
+    expect((await listFor(customer)).map((e) => e.id)).toEqual([`${customer}-ok`]);
+  });
+});
+
+describe("authentication before the body", () => {
+  // Not gzip at all: a route that inflated before authenticating would answer 400 (bad gzip).
+  const notGzip = randomBytes(512 * 1024);
+  // A real bomb: ~5 KB that inflate past the body limit (413 if inflated before authenticating).
+  const bomb = gzipSync(Buffer.alloc(6 * 1024 * 1024, 0x20));
+
+  for (const [path, contentType] of [
+    ["/api/v1/events", "application/json"],
+    ["/api/v1/events", "application/cloudevents+json"],
+    ["/api/v1/events/batch", "application/json"],
+    ["/v1/billing/meter_events", "application/x-www-form-urlencoded"],
+    ["/v2/billing/meter_event_stream", "application/json"],
+    ["/v1/events", "application/json"],
+  ] as const) {
+    it(`${path} (${contentType}) answers an anonymous gzip body 401 without inflating it`, async () => {
+      for (const body of [notGzip, bomb]) {
+        for (const auth of [{}, { authorization: "Bearer tally_nope" }] as Record<string, string>[]) {
+          const res = await fetch(`${base}${path}`, {
+            method: "POST",
+            headers: { "content-type": contentType, "content-encoding": "gzip", ...auth },
+            body,
+          });
+          expect(res.status, `${path} ${body.length} bytes`).toBe(401);
+          await res.arrayBuffer();
+        }
+      }
+    });
+  }
+
+  it("/api/v1/events: a 401 to plain JSON reads as OpenMeter's problem and as Lago's error", async () => {
+    const res = await fetch(`${base}/api/v1/events`, {
+      method: "POST",
+      headers: { authorization: "Bearer nope", "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await res.json()).toMatchObject({
+      type: "about:blank",
+      title: "Unauthorized",
+      status: 401,
+      error: "Unauthorized",
+      code: "unauthorized",
+    });
+  });
+});
+
+describe("property keys __proto__, constructor, prototype", () => {
+  it("constructor and prototype round-trip through native, OpenMeter data, Stripe payload and the debugger", async () => {
+    const customer = `cus_${uid()}`;
+    const native = await fetch(`${base}/v1/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        id: `${customer}-native`,
+        type: "reserved",
+        customer,
+        properties: { constructor: "c1", prototype: "1" },
+      }),
+    });
+    expect(native.status).toBe(202);
+    await new OpenMeter({ baseUrl: base, token: INGEST_KEY }).events.ingest({
+      id: `${customer}-om`,
+      source: "s",
+      type: "reserved",
+      subject: customer,
+      data: { constructor: "c2", prototype: "2" },
+    });
+    await stripeAt(INGEST_KEY).billing.meterEvents.create({
+      event_name: "reserved",
+      identifier: `${customer}-stripe`,
+      payload: { stripe_customer_id: customer, value: "0", constructor: "c3", prototype: "3" },
+    });
+    // A meter on `prototype` bills what the debugger shows.
+    await expectUsage("reserved_sum", customer, 6);
+    const byId = new Map((await listFor(customer)).map((e) => [e.id, e.properties]));
+    expect(byId.get(`${customer}-native`)).toEqual({ constructor: "c1", prototype: "1" });
+    expect(byId.get(`1:s:${customer}-om`)).toEqual({ constructor: "c2", prototype: "2" });
+    expect(byId.get(`${customer}-stripe`)).toEqual({ value: "0", constructor: "c3", prototype: "3" });
+  });
+
+  it("the debugger shows a stored __proto__ property", async () => {
+    // Written straight to ClickHouse: such rows exist from before ingest refused the key.
+    const customer = `proto-${uid()}`;
+    await ch.insert({
+      table: `${ident(db)}.events`,
+      format: "JSONEachRow",
+      values: [
+        {
+          customer,
+          type: "t",
+          ts: Date.now() - 1000,
+          id: `${customer}-1`,
+          received: Date.now(),
+          source: "",
+          prop_keys: ["__proto__", "constructor", "a"],
+          prop_values: ["x", "y", "z"],
+        },
+      ],
+    });
+    const [ev] = await listFor(customer);
+    expect(Object.hasOwn(ev.properties, "__proto__")).toBe(true);
+    expect(ev.properties).toEqual(JSON.parse('{"__proto__":"x","constructor":"y","a":"z"}'));
+  });
+
+  it("__proto__ is refused with a field error naming it on every route, never dropped", async () => {
+    const customer = `cus_${uid()}`;
+    const stripe = await rejection(
+      stripeAt(INGEST_KEY).billing.meterEvents.create({
+        event_name: "reserved",
+        payload: { stripe_customer_id: customer, value: "1", ["__proto__"]: "5" },
+      }),
+    );
+    expect(stripe).toMatchObject({ statusCode: 400, param: "payload[__proto__]" });
+    const native = await fetch(`${base}/v1/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/json" },
+      body: `{"id":"${customer}-n","type":"reserved","customer":"${customer}","properties":{"__proto__":"5"}}`,
+    });
+    expect(native.status).toBe(400);
+    expect(((await native.json()) as any).error.details.errors[0]).toMatchObject({
+      index: 0,
+      field: "properties.__proto__",
+      code: "reserved_key",
+    });
+    const om = await fetch(`${base}/api/v1/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/cloudevents+json" },
+      body: `{"specversion":"1.0","id":"o","source":"s","type":"reserved","subject":"${customer}","data":{"__proto__":"5"}}`,
+    });
+    expect(om.status).toBe(400);
+    expect(((await om.json()) as any).errors[0]).toMatchObject({
+      field: "data.__proto__",
+      code: "reserved_key",
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await countFor(customer)).toBe(0);
   });
 });

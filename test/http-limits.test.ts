@@ -1,4 +1,5 @@
 import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClickHouse, migrate } from "../src/clickhouse/index.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
@@ -73,5 +74,55 @@ for (const chunked of [false, true]) {
       expect(r.status, path).toBe(413);
     }
     expect(JSON.parse((await send("/v1/events", big, chunked)).body).error.code).toBe("payload_too_large");
+  });
+}
+
+/**
+ * Writes a whole request over a raw socket, as curl does, and reads the answer. The body is
+ * written in full even when the server answers early, so a server that closes its socket with
+ * unread bytes (a TCP reset) loses its own answer.
+ */
+function rawRequest(head: string, body: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve) => {
+    const sock = connect(edge.port, "127.0.0.1");
+    let text = "";
+    sock.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    // A write error (EPIPE) is what a client sees when the server stops reading; the answer
+    // may still arrive. A reset (ECONNRESET) discards it: the status stays 0.
+    sock.on("error", () => {});
+    sock.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }));
+    // Like a client busy uploading (curl, requests), read the answer only after the upload.
+    sock.pause();
+    sock.write(head);
+    sock.write(body, () => sock.end());
+    setTimeout(() => sock.resume(), 300);
+  });
+}
+
+for (const chunked of [false, true]) {
+  const how = chunked ? "chunked" : "with Content-Length";
+  it(`answers a 6 MiB body sent with Connection: close with its 413 or 401, not a reset (${how}, 3 of 3)`, async () => {
+    const data = Buffer.alloc(6 * 1024 * 1024, 0x20);
+    const body = chunked
+      ? Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from("\r\n0\r\n\r\n")])
+      : data;
+    const framing = chunked ? "transfer-encoding: chunked" : `content-length: ${data.length}`;
+    for (const [path, auth, status] of [
+      ["/v1/events", `authorization: Bearer ${ADMIN_KEY}\r\n`, 413],
+      ["/api/v1/events/batch", `authorization: Bearer ${ADMIN_KEY}\r\n`, 413],
+      ["/v1/events", "", 401],
+    ] as const) {
+      for (let i = 0; i < 3; i++) {
+        const started = Date.now();
+        const r = await rawRequest(
+          `POST ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+            `${auth}${framing}\r\n\r\n`,
+          body,
+        );
+        expect(r.status, `${path} try ${i + 1}`).toBe(status);
+        // The rest of the body is read as fast as it comes, not until the 5 s drain bound.
+        expect(Date.now() - started).toBeLessThan(3000);
+      }
+    }
   });
 }

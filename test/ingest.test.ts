@@ -238,6 +238,8 @@ describe("errors", () => {
       '[{"id":"p1","type":"t","customer":"imprecise","properties":{"q":1.00000000000000001234,"s":"1.00000000000000001234"}}]';
     const r = await post(edge, body);
     expect(r.status).toBe(400);
+    // The one invalid_events layout: details = { invalid, errors: [...] }.
+    expect(r.body.error.code).toBe("invalid_events");
     expect(r.body.error.details.errors[0]).toMatchObject({
       index: 0,
       field: "properties.q",
@@ -256,7 +258,7 @@ describe("errors", () => {
       "content-type": "application/x-ndjson",
     });
     expect(nd.status).toBe(400);
-    expect(nd.body.error.details.errors[0]).toMatchObject({ index: 1, code: "invalid_json" });
+    expect(nd.body.error.details).toMatchObject({ invalid: 1, errors: [{ index: 1, code: "invalid_json" }] });
     const xml = await post(edge, "<e/>", undefined, { "content-type": "text/xml" });
     expect([xml.status, xml.body.error.code]).toEqual([415, "unsupported_media_type"]);
     const big = await post(
@@ -352,5 +354,52 @@ describe("security", () => {
     const hostileCustomer = 'o\'brien \\ "quoted"';
     await post(edge, { id: "hc", type: "t", customer: hostileCustomer });
     await eventually(async () => (await countFor(hostileCustomer)) === 1);
+  });
+});
+
+describe("parameters and headers", () => {
+  it("answers time parameters outside 1970..9999 with a 400 naming them, on /v1/events and /v1/usage", async () => {
+    // from=8700000000000000 (past JavaScript's last date) answered 500 on /v1/usage.
+    const cases = [
+      ["from", "from=8700000000000000&to=8700000000001000"],
+      ["from", "from=253402300800000&to=253402300801000"], // 10000-01-01
+      ["from", "from=0000-01-01T00:00:00Z&to=0000-01-02T00:00:00Z"],
+      ["to", "to=99999999999999999"],
+    ] as const;
+    for (const path of ["/v1/events?", "/v1/events/count?", "/v1/usage?meter=calls&"]) {
+      for (const [field, query] of cases) {
+        const r = await get(edge, `${path}${query}`);
+        expect([r.status, r.body.error?.code], `${path}${query}`).toEqual([400, "invalid_request"]);
+        expect(r.body.error.details[0].field).toBe(field);
+      }
+    }
+    const edgeOfRange = await get(edge, "/v1/events/count?from=0&to=9999-12-31T23:59:59.999Z");
+    expect(edgeOfRange.status).toBe(200);
+  });
+
+  it("tells a client using another Authorization scheme to use Bearer", async () => {
+    const res = await edge.app.request("/v1/events/count", {
+      headers: { authorization: `Basic ${Buffer.from("user:pass").toString("base64")}` },
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as any).error.message).toMatch(/must use the Bearer scheme/);
+  });
+
+  it("names an unknown field of a JSON body as the field (POST /v1/keys)", async () => {
+    const res = await edge.app.request("/v1/keys", {
+      method: "POST",
+      headers: {
+        authorization: "Bearer tally_test_admin_key_0123456789",
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ name: "k", scopes: ["read"], extra: 1, other: 2 }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as any;
+    expect(body.error.details).toEqual([
+      { field: "extra", code: "unknown_field", message: "unknown field" },
+      { field: "other", code: "unknown_field", message: "unknown field" },
+    ]);
+    expect(body.error.message).toBe("extra: unknown field; other: unknown field");
   });
 });

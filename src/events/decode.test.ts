@@ -204,3 +204,29 @@ describe("decodeEvents invalid_events has one shape", () => {
     });
   });
 });
+
+describe("decodeEvents protobuf property keys", () => {
+  // Guard: protobufjs 8 decodes map keys as own properties (`__proto__` included), so the key
+  // reaches validation and is refused like on every other route rather than silently dropped.
+  it("a __proto__ key in a protobuf properties map is refused (reserved_key), not dropped by the decoder", () => {
+    const props = JSON.parse('{"__proto__":"5","constructor":"7"}') as Record<string, string>;
+    const body = tally.v1.EventBatch.encode({
+      events: [
+        { id: "ok", type: "t", customer: "c", properties: { a: "1" } },
+        { id: "bad", type: "t", customer: "c", properties: props },
+      ],
+    }).finish();
+    const raws = decodeEvents(body, "protobuf");
+    const r = validateEvents(raws, { nowMs: Date.now(), backfillDays: 35 });
+    expect(r.errors).toEqual([
+      expect.objectContaining({ index: 1, field: "properties.__proto__", code: "reserved_key" }),
+    ]);
+    // A value that merely contains the bytes is not a key.
+    const benign = tally.v1.EventBatch.encode({
+      events: [{ id: "v", type: "t", customer: "c", properties: { k: "x__proto__y" } }],
+    }).finish();
+    expect(
+      validateEvents(decodeEvents(benign, "protobuf"), { nowMs: Date.now(), backfillDays: 35 }).errors,
+    ).toEqual([]);
+  });
+});

@@ -1,10 +1,10 @@
 import Big from "big.js";
-import type { Context } from "hono";
 import { decodeEvents } from "../../events/index.js";
 import { ApiError, type FieldError } from "../../lib/errors.js";
-import type { EdgeDeps } from "../app.js";
-import type { EdgeEnv } from "../context.js";
-import { asObject, authorize, fieldErrors, ingest, renamer, type MappedBatch } from "./pipeline.js";
+import { fieldErrorsOf, type ErrorRenderer } from "../errors.js";
+import type { IngestAdapter, MappedRequest } from "../ingest.js";
+import { asObject, renamer } from "./mapping.js";
+import { reasons } from "./openmeter.js";
 
 /**
  * Lago ingest: `POST /api/v1/events` (`{ event: {...} }`) and `POST /api/v1/events/batch`
@@ -20,17 +20,6 @@ import { asObject, authorize, fieldErrors, ingest, renamer, type MappedBatch } f
  * | —                                                     | source = "lago" |
  */
 
-const titles: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  413: "Payload Too Large",
-  415: "Unsupported Media Type",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
-
 /** Lago's error codes where one exists for the condition; Tally's code otherwise. */
 function lagoCode(code: string): string {
   return code === "required" ? "value_is_mandatory" : code;
@@ -39,19 +28,22 @@ function lagoCode(code: string): string {
 /**
  * Lago's error shapes: validation problems as `422 { status, error: "Unprocessable Entity",
  * code: "validation_errors", error_details }` (keyed by field, and by event index for batches),
- * everything else as `{ status, error, code }`.
+ * everything else as `{ status, error, code, message }`.
  */
-export function renderLagoError(batch: boolean) {
-  return (c: Context<EdgeEnv>, err: ApiError): Response => {
-    const errors = fieldErrors(err);
+export function renderLagoError(batch: boolean): ErrorRenderer {
+  return (c, err) => {
+    const errors = fieldErrorsOf(err);
     if (err.code === "invalid_events" && errors.length > 0) {
-      const details: Record<string, Record<string, string[]> | string[]> = {};
+      // Keyed by field names the client chose (`__proto__` included): objects without prototype.
+      const details = Object.create(null) as Record<string, Record<string, string[]> | string[]>;
       for (const e of errors) {
         const field = e.field === "" ? "event" : e.field;
         let target: Record<string, string[]>;
         if (batch) {
           const key = String(e.index ?? 0);
-          target = (details[key] as Record<string, string[]> | undefined) ?? {};
+          target =
+            (details[key] as Record<string, string[]> | undefined) ??
+            (Object.create(null) as Record<string, string[]>);
           details[key] = target;
         } else {
           target = details as Record<string, string[]>;
@@ -70,7 +62,7 @@ export function renderLagoError(batch: boolean) {
       );
     }
     return c.json(
-      { status: err.status, error: titles[err.status] ?? "Error", code: err.code, message: err.message },
+      { status: err.status, error: reasons[err.status] ?? "Error", code: err.code, message: err.message },
       err.status,
     );
   };
@@ -96,7 +88,9 @@ export function lagoTimestampMs(v: unknown): number | null {
   }
 }
 
-interface LagoMapped extends MappedBatch {
+interface LagoMapped {
+  raws: unknown[];
+  errors: FieldError[];
   /** Event time in ms per event (undefined: receive time). */
   times: (number | undefined)[];
   /** Which field became the customer, per event (for error names). */
@@ -134,10 +128,11 @@ function mapLagoEvents(events: unknown[]): LagoMapped {
     times.push(time);
     let properties = e.properties;
     if (e.precise_total_amount_cents !== undefined && e.precise_total_amount_cents !== null) {
-      properties = {
-        ...(asObject(e.properties) ?? {}),
-        precise_total_amount_cents: e.precise_total_amount_cents,
-      };
+      // Without prototype, so a `__proto__` key of the client's properties stays a key.
+      const merged = Object.create(null) as Record<string, unknown>;
+      Object.assign(merged, asObject(e.properties) ?? {});
+      merged.precise_total_amount_cents = e.precise_total_amount_cents;
+      properties = merged;
     }
     return {
       id: e.transaction_id,
@@ -184,8 +179,8 @@ function echo(ev: unknown, timeMs: number, createdAt: string) {
 }
 
 /** Extracts the events of a Lago body: `{ event }` for one, `{ events: [...] }` for a batch. */
-function lagoEvents(body: Uint8Array, batch: boolean): unknown[] {
-  const [parsed] = decodeEvents(body, "json");
+function lagoEvents(body: Uint8Array, batch: boolean, maxEvents: number): unknown[] {
+  const [parsed] = decodeEvents(body, "json", { maxEvents });
   const envelope = asObject(parsed);
   if (batch) {
     const events = envelope?.events;
@@ -198,21 +193,38 @@ function lagoEvents(body: Uint8Array, batch: boolean): unknown[] {
   return [envelope.event];
 }
 
-/** Handles a Lago request whose body was already read and decoded. */
-export async function handleLago(
-  deps: EdgeDeps,
-  c: Context<EdgeEnv>,
-  body: Uint8Array,
-  batch: boolean,
-): Promise<Response> {
-  await authorize(deps, c);
-  const events = lagoEvents(body, batch);
-  const mapped = mapLagoEvents(events);
-  const now = (deps.now ?? Date.now)();
-  // Fix the receive time for events without timestamp so the answer shows the stored time.
-  mapped.raws = mapped.raws.map((r, i) => (r === null ? r : { ...r, time: mapped.times[i] ?? now }));
-  await ingest(deps, mapped, renameFor(mapped));
-  const createdAt = new Date(now).toISOString();
-  const out = events.map((ev, i) => echo(ev, mapped.times[i] ?? now, createdAt));
-  return c.json(batch ? { events: out } : { event: out[0] }, 200);
+/** Lago's ingest: `{ event }` (or `{ events }` for the batch route) → 200 with the events echoed. */
+export function lagoAdapter(batch: boolean): IngestAdapter {
+  return {
+    render: renderLagoError(batch),
+    map({ body, nowMs, maxEvents }): MappedRequest {
+      const events = lagoEvents(body, batch, maxEvents);
+      const mapped = mapLagoEvents(events);
+      // Events without a timestamp get the receive time here, so the answer shows the stored time.
+      const raws = mapped.raws.map((r, i) => (r === null ? r : { ...r, time: mapped.times[i] ?? nowMs }));
+      return {
+        raws,
+        errors: mapped.errors,
+        rename: renameFor(mapped),
+        answer: () => {
+          const createdAt = new Date(nowMs).toISOString();
+          const out = events.map((ev, i) => echo(ev, mapped.times[i] ?? nowMs, createdAt));
+          return { status: 200, body: batch ? { events: out } : { event: out[0] } };
+        },
+      };
+    },
+  };
+}
+
+/**
+ * True when a JSON body is a Lago envelope: an object whose first key is `event`, or that has
+ * an `"event"` key and no CloudEvents `"specversion"`. Decided on the raw text (the caller is
+ * already authenticated; this only picks the adapter).
+ */
+export function isLagoEnvelope(body: Uint8Array): boolean {
+  const head = Buffer.from(body.subarray(0, 4096)).toString("utf8");
+  if (/^\s*\{\s*"event"\s*:/.test(head)) return true;
+  if (!/^\s*\{/.test(head)) return false;
+  const text = body.length <= 4096 ? head : Buffer.from(body).toString("utf8");
+  return /"event"\s*:/.test(text) && !/"specversion"\s*:/.test(text);
 }
