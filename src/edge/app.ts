@@ -13,8 +13,10 @@ import { drainBeforeClose } from "./body.js";
 import type { EdgeEnv } from "./context.js";
 import { onError } from "./errors.js";
 import { mountPortal } from "./portal.js";
+import { mountCatalogRoutes } from "./routes/catalog.js";
 import { mountEventRoutes } from "./routes/events.js";
 import { mountIngestRoutes } from "./routes/ingest.js";
+import { mountInvoiceRoutes, type EdgeInvoices } from "./routes/invoices.js";
 import { mountKeyRoutes } from "./routes/keys.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 
@@ -31,6 +33,8 @@ export interface EdgeDeps {
   usage: UsageDeps;
   portalTokens: PortalTokens;
   usageStreams: UsageStreams;
+  /** Invoices written by the close role (read routes). */
+  invoices: EdgeInvoices;
   /** Readiness probe of NATS, ClickHouse and the schema. */
   ready: () => Promise<Record<string, boolean>>;
   now?: () => number;
@@ -60,6 +64,8 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   mountIngestRoutes(app, deps);
   mountEventRoutes(app, deps);
   mountKeyRoutes(app, deps);
+  mountCatalogRoutes(app, deps);
+  mountInvoiceRoutes(app, deps, deps.invoices);
   mountUsageRoutes(app, deps);
   mountPortal(app, deps);
   return app;

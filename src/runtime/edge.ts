@@ -1,6 +1,7 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { Events, type NatsConnection } from "nats";
 import { KeyStore, PortalTokens } from "../auth/index.js";
+import { InvoiceStore } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
 import { UsageStreams } from "../usage/stream.js";
 import { busNames, DeadLetterLog, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
@@ -16,6 +17,7 @@ export interface RunningEdge {
   nc: NatsConnection;
   keys: KeyStore;
   catalog: CatalogStore;
+  invoices: InvoiceStore;
   portalTokens: PortalTokens;
   clickhouse: ClickHouseClient;
   app: ReturnType<typeof createEdgeApp>;
@@ -59,6 +61,8 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
   const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
+  const invoiceStore = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
+  const invoices = { store: invoiceStore, index: await invoiceStore.index() };
   const portalTokens = await PortalTokens.open(
     js,
     names.secretsBucket,
@@ -91,6 +95,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     usage,
     portalTokens,
     usageStreams,
+    invoices,
     ready,
   });
   let server: ServerType | null = null;
@@ -111,6 +116,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     nc,
     keys,
     catalog,
+    invoices: invoiceStore,
     portalTokens,
     clickhouse,
     app,
@@ -124,6 +130,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
       await publisher.drain();
       await keys.close();
       await catalog.close();
+      invoices.index.stop();
       await nc.drain();
       await clickhouse.close();
     },
