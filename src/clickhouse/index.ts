@@ -9,6 +9,7 @@ export {
   latestSchemaVersion,
   usageAggregate,
   usageGaugeCarryIn,
+  usageGaugeBuckets,
   usageGaugePoints,
   usageRewriteCount,
 } from "./sql.js";

@@ -341,6 +341,45 @@ FROM (${dedupedEvents(db, s, "range", collapse)})
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
 }
 
+/**
+ * Gauge points in `[from, to)` summarised per customer, group and time bucket
+ * `intDiv(u_ts + shift, bucketMs)` (the caller picks a bucket that nests in its windows), so
+ * the edge reads O(buckets) rows whatever the number of points. Per bucket, over its valid
+ * points ordered by (time, id) as `latest` orders them: the first and last instant (`t1`,
+ * `tk`), the level after the bucket (`lk`, the last value), the highest value (`mx`), and
+ * `inner`, the exact time-weighted sum Σ value × (next time − time) of the levels between
+ * `t1` and `tk` (two values at one instant: the first holds for 0 ms). A bucket of at most a
+ * day keeps that Decimal128(9) sum from overflowing: |value| < 1e20, 1e20 × 8.64e7 ms < 1e29.
+ * Rows with `valid = 0` only carry the count of values that are not plain decimals (`invalid`).
+ */
+export function usageGaugeBuckets(
+  db: string,
+  s: UsageSpec,
+  bucketMs: number,
+  shiftMs: number,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
+  const k = groupCols(s)
+    .map((c) => `${c}, `)
+    .join("");
+  const dec = (x: string) => `toDecimal128(${x}.3, 9)`;
+  // arrayReduce('sum'), not arraySum: 18.16's arraySum cannot add Decimals.
+  return `SELECT ${k}toString(b) AS bucket, toString(g_s[1].1) AS t1, toString(g_s[-1].1) AS tk, g_s[-1].3 AS lk,
+  toString(arrayReduce('max', arrayMap(x -> ${dec("x")}, g_s))) AS mx,
+  toString(arrayReduce('sum', arrayMap((x, y) -> ${dec("x")} * (y.1 - x.1), arrayPopBack(g_s), arrayPopFront(g_s)))) AS inner,
+  valid, invalid
+FROM (
+  SELECT ${k}intDiv(u_ts + ${lit(Math.trunc(shiftMs))}, ${lit(Math.trunc(bucketMs))}) AS b,
+    arraySort(groupArrayIf((u_ts, u_id, u_v), u_ok)) AS g_s,
+    toString(countIf(u_ok)) AS valid, toString(countIf(NOT u_ok)) AS invalid
+  FROM (${dedupedEvents(db, s, "range", collapse)})
+  GROUP BY ${k}b
+)
+ORDER BY ${k}b
+LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
 /** The gauge level carried into `from`: per customer and group, the newest valid value before it. */
 export function usageGaugeCarryIn(
   db: string,

@@ -164,7 +164,9 @@ function formatIn(ms: number, zone: Zone, off: number): string {
   const key = `${zone.name}\u0000${off}`;
   let suffix = suffixes.get(key);
   if (suffix === undefined) {
-    suffix = luxonIso(ms, zone).slice(19).replace(/^\.\d{3}/, "");
+    suffix = luxonIso(ms, zone)
+      .slice(19)
+      .replace(/^\.\d{3}/, "");
     if (suffixes.size > 10_000) suffixes.clear();
     suffixes.set(key, suffix);
   }
@@ -174,5 +176,7 @@ function formatIn(ms: number, zone: Zone, off: number): string {
 }
 
 function luxonIso(ms: number, zone: Zone): string {
-  return DateTime.fromMillis(ms, { zone }).toISO({ suppressMilliseconds: true }) ?? new Date(ms).toISOString();
+  return (
+    DateTime.fromMillis(ms, { zone }).toISO({ suppressMilliseconds: true }) ?? new Date(ms).toISOString()
+  );
 }
