@@ -26,10 +26,7 @@ export function createClickHouse(
  * waits for read connections and never for the sink's. See deploy/clickhouse/.
  */
 export function createClickHouseReader(cfg: Config["clickhouse"]): ClickHouseClient {
-  return createClickHouse(
-    { ...cfg, user: cfg.read.user, password: cfg.read.password },
-    cfg.read.connections,
-  );
+  return createClickHouse({ ...cfg, user: cfg.read.user, password: cfg.read.password }, cfg.read.connections);
 }
 
 /** ClickHouse error codes after which retrying the same insert cannot succeed. */

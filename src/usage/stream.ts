@@ -70,7 +70,8 @@ export class UsageStreams {
    * @returns release; call it once when the stream ends (further calls do nothing)
    */
   acquire(owner: string, ownerLimit: number): () => void {
-    if (this.subscribers >= this.maxSubscribers) throw new UsageStreamLimitError("process", this.maxSubscribers);
+    if (this.subscribers >= this.maxSubscribers)
+      throw new UsageStreamLimitError("process", this.maxSubscribers);
     const held = this.heldBy(owner);
     if (held >= ownerLimit) throw new UsageStreamLimitError("owner", ownerLimit);
     this.owners.set(owner, held + 1);
