@@ -461,7 +461,7 @@ describe("windowsOf and formatInZone equal luxon alone (fast-check)", () => {
     );
   });
 
-  it("builds and formats the most windows an answer may have in well under 100 ms", () => {
+  it("builds and formats the most windows an answer may have in well under half a second", () => {
     const from = at("2026-03-01T00:00:00Z");
     const t0 = performance.now();
     const to = from + maxWindows * 60_000;
@@ -470,6 +470,7 @@ describe("windowsOf and formatInZone equal luxon alone (fast-check)", () => {
     for (const w of ws) format(w.fromMs);
     const ms = performance.now() - t0;
     expect(ws).toHaveLength(maxWindows);
-    expect(ms).toBeLessThan(100);
+    // ~40 ms on an idle core; luxon alone took ~1 s for these 10,000 (3 s for a month of minutes).
+    expect(ms).toBeLessThan(500);
   });
 });
