@@ -624,8 +624,8 @@ describe("usage queries (happy)", () => {
     sortRows(
       rows.map((r) =>
         r.valid === "0"
-          ? { ...r, t1: null, tk: null, lk: null, mx: null, inner: exact(r.inner) }
-          : { ...r, mx: exact(r.mx), inner: exact(r.inner) },
+          ? { ...r, t1: null, tk: null, lk: null, mx: null, inner_lo: exact(r.inner_lo) }
+          : { ...r, mx: exact(r.mx), inner_lo: exact(r.inner_lo) },
       ),
     );
   const label = (s: UsageSpec) =>

@@ -542,7 +542,7 @@ async function gaugeCells(
       tk: Number(r.tk),
       lk: toNano(text(r.lk)),
       mx: toNano(text(r.mx)),
-      inner: toNano(text(r.inner)),
+      inner: BigInt(text(r.inner_hi)) * 10n ** 18n * scale + toNano(text(r.inner_lo)),
     });
   }
   for (const r of carryRows) {
