@@ -2,6 +2,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import { Events, type NatsConnection } from "nats";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { CatalogStore } from "../catalog/index.js";
+import { messageSettled } from "../sink/index.js";
 import { UsageStreams } from "../usage/stream.js";
 import { busNames, DeadLetterLog, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
 import {
@@ -65,7 +66,9 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
   })().catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));
   // Dead-letter resolutions (tally dlq replay/discard) are read by the watermark.
   await DeadLetterLog.open(js, names, config.nats.replicas);
-  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
+  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log, (data) =>
+    messageSettled(clickhouse, config.clickhouse.database, data),
+  );
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
   const portalTokens = await PortalTokens.open(
