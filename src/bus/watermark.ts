@@ -139,12 +139,12 @@ export class Watermarks {
    * Messages of partition `p` stored at or below its ack floor. A work-queue stream removes a
    * message when it is acked, so normally there are none. After an unclean nats-server stop
    * there can be two kinds, which look alike: acked messages left on disk (written; they would
-   * freeze the watermark and take stream space forever), and NEW messages, when the stream lost
-   * its unflushed tail in the crash, reused those sequence numbers, and the consumer's restored
-   * ack floor is above them (unwritten: deleting them loses acknowledged events; seen in a test
-   * that combined a nats-server kill with the sink's lease takeover). So each is deleted only
-   * when `settled` proves every event in it countable; the first one that is not bounds the
-   * watermark. Returns that bound, or null.
+   * freeze the watermark and take stream space forever), and messages that were NOT written
+   * (seen: deleting every message below the floor lost a third of the acknowledged events in a
+   * test that combined a nats-server kill with the sink re-leasing its partitions; a likely
+   * cause is a stream that lost its unflushed tail and reused sequence numbers below the
+   * consumer's restored floor). So each is deleted only when `settled` proves every event in it
+   * countable; the first one that is not bounds the watermark. Returns that bound, or null.
    */
   private async settleBelowFloor(p: number, floor: number): Promise<number | null> {
     for (let seq = 0, n = 0; n < 1000; n++) {
