@@ -8,6 +8,7 @@ import {
   queryRows,
   sql,
   usageAggregate,
+  usageGaugeBuckets,
   usageGaugeCarryIn,
   usageGaugePoints,
   type ClickHouseClient,
@@ -618,6 +619,15 @@ describe("usage queries (happy)", () => {
         return { ...rest, points };
       }),
     );
+  /** Gauge buckets: decimals in their shortest form; a bucket without valid values has no levels. */
+  const gaugeBucketRows = (rows: Row[]) =>
+    sortRows(
+      rows.map((r) =>
+        r.valid === "0"
+          ? { ...r, t1: null, tk: null, lk: null, mx: null, inner_lo: exact(r.inner_lo) }
+          : { ...r, mx: exact(r.mx), inner_lo: exact(r.inner_lo) },
+      ),
+    );
   const label = (s: UsageSpec) =>
     [
       s.customer === undefined ? "all customers" : s.customer,
@@ -636,6 +646,12 @@ describe("usage queries (happy)", () => {
       if (agg === "count") expect(rows.length).toBeGreaterThan(0);
     }
     await expectSame<Row>(usageGaugePoints(db, s, 100_000), pointRows);
+    const bucketMs = { none: 86_400_000, minute: 60_000, hour: 1_800_000, day: 900_000, month: 3_600_000 };
+    const buckets = await expectSame<Row>(
+      usageGaugeBuckets(db, s, bucketMs[s.bucket.size], 86_400_000, 100_000),
+      gaugeBucketRows,
+    );
+    if (s.numeric) expect(buckets.some((r) => r.valid !== "0")).toBe(true);
     await expectSame<Row>(usageGaugeCarryIn(db, s, 100_000), sortRows);
   });
 

@@ -21,6 +21,8 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
   return loadConfig({
     TALLY_NATS_URL: inject("natsUrl"),
     TALLY_CLICKHOUSE_URL: inject("clickhouseUrl"),
+    // Reads run as the limited read user that src/dev/servers.ts configures, as in dev.
+    TALLY_CLICKHOUSE_READ_USER: "tally_read",
     TALLY_NATS_PREFIX: id,
     TALLY_CLICKHOUSE_DATABASE: id,
     TALLY_STREAM_MAX_BYTES: String(256 * 1024 * 1024),
@@ -42,6 +44,7 @@ export function childEnv(config: Config): NodeJS.ProcessEnv {
     ...process.env,
     TALLY_NATS_URL: config.nats.url,
     TALLY_CLICKHOUSE_URL: config.clickhouse.url,
+    TALLY_CLICKHOUSE_READ_USER: config.clickhouse.read.user,
     TALLY_NATS_PREFIX: config.nats.prefix,
     TALLY_CLICKHOUSE_DATABASE: config.clickhouse.database,
     TALLY_PARTITIONS: String(config.nats.partitions),

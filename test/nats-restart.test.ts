@@ -119,7 +119,7 @@ describe("a nats-server SIGKILL and restart under load", () => {
     const jsm = await edge.nc.jetstreamManager();
     // The frozen watermark needs acked messages left on disk by the kill (most kills under load
     // leave some): kill again (at most 3 times) until that state exists, so the test always
-    // exercises it. No read runs meanwhile (reads purge such leftovers).
+    // exercises it. No read runs meanwhile (reads delete such leftovers once proven written).
     const cycles: { downMs: number; firstAcceptedAfterUpMs: number }[] = [];
     let leftovers: number[] = [];
     while (leftovers.length === 0 && cycles.length < 3) {

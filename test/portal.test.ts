@@ -35,12 +35,12 @@ async function api(path: string, init: RequestInit = {}) {
   return { status: res.status, body: (await res.json()) as any };
 }
 
-async function send(customer: string, n: number) {
-  const events = Array.from({ length: n }, () => ({
+async function send(customer: string, n: number, props: (i: number) => Record<string, string> = () => ({})) {
+  const events = Array.from({ length: n }, (_, i) => ({
     id: guid(),
     type: "api_call",
     customer,
-    properties: { tokens: "1.5" },
+    properties: { tokens: "1.5", user: "u1", region: "us", seats: "3", status: "ok", ...props(i) },
   }));
   expect((await api("/v1/events", { method: "POST", body: JSON.stringify(events) })).status).toBe(202);
 }
@@ -74,9 +74,16 @@ beforeAll(async () => {
   await edge.keys.put(ADMIN_KEY, "test admin", ["admin"]);
   sink = await startTestSink(config);
   base = `http://127.0.0.1:${edge.port}`;
+  // Eight meters: more than the six connections a browser opens per origin.
   const catalog = `meters:
   - { key: calls, name: API calls, event_type: api_call, aggregation: count }
   - { key: tokens, name: Tokens, event_type: api_call, aggregation: sum, value_property: tokens, unit: tokens }
+  - { key: biggest, name: Largest call, event_type: api_call, aggregation: max, value_property: tokens }
+  - { key: smallest, name: Smallest call, event_type: api_call, aggregation: min, value_property: tokens }
+  - { key: users, name: Users, event_type: api_call, aggregation: unique_count, value_property: user }
+  - { key: eu_calls, name: EU calls, event_type: api_call, aggregation: count, filters: [{ property: region, equals: eu }] }
+  - { key: seats, name: Seats, event_type: api_call, aggregation: peak, value_property: seats }
+  - { key: errors, name: Errors, event_type: api_call, aggregation: count, filters: [{ property: status, equals: error }] }
 `;
   const applied = await fetch(`${base}/v1/catalog`, {
     method: "POST",
@@ -114,36 +121,63 @@ afterAll(async () => {
 });
 
 describe("customer usage page", () => {
-  it("shows the numbers the API returns, then updates live after new events", async () => {
+  it("shows the numbers the API returns, then updates every one of 8 panels live after new events", async () => {
     const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
     page.on("console", (m) => {
       if (m.type() === "error") errors.push(m.text());
     });
+    const streams: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().includes("stream")) streams.push(r.url());
+    });
     await page.goto(`${base}/portal?token=${encodeURIComponent(await tokenFor(acme))}`);
     expect(await page.locator("h1").textContent()).toContain(acme);
-    const calls = page.locator('[data-meter="calls"] .value');
-    const tokens = page.locator('[data-meter="tokens"] .value');
-    expect(await calls.getAttribute("data-value")).toBe(await apiValue(acme, "calls"));
-    expect(await tokens.getAttribute("data-value")).toBe(await apiValue(acme, "tokens"));
-    expect(await tokens.textContent()).toBe("10.5");
+    const meters = ["calls", "tokens", "biggest", "smallest", "users", "eu_calls", "seats", "errors"];
+    const shown = (m: string) => page.locator(`[data-meter="${m}"] .value`).getAttribute("data-value");
+    const before: Record<string, string | null> = {};
+    for (const m of meters) {
+      before[m] = await shown(m);
+      expect(before[m], m).toBe(await apiValue(acme, m));
+    }
+    expect(await page.locator('[data-meter="tokens"] .value').textContent()).toBe("10.5");
     await expect.poll(() => page.locator("#live").textContent(), { timeout: 10_000 }).toMatch(/^Live/);
     expect(await page.locator('[data-meter="calls"] .wm time').getAttribute("datetime")).toMatch(
       /^\d{4}-\d\d-\d\dT/,
     );
 
-    await send(acme, 1000);
+    // Every meter moves: more calls and tokens, a larger and a smaller call, new users, EU
+    // calls, more seats, errors.
+    await send(acme, 1000, (i) => ({
+      tokens: i === 0 ? "100" : i === 1 ? "0.5" : "1.5",
+      user: `u${(i % 4) + 2}`,
+      region: "eu",
+      seats: "9",
+      status: i % 10 === 0 ? "error" : "ok",
+    }));
     const sentAt = Date.now();
-    await expect.poll(() => calls.getAttribute("data-value"), { timeout: 15_000, interval: 50 }).toBe("1007");
+    const after: Record<string, string> = {
+      calls: "1007",
+      tokens: "1608",
+      biggest: "100",
+      smallest: "0.5",
+      users: "5",
+      eu_calls: "1000",
+      seats: "9",
+      errors: "100",
+    };
+    for (const m of meters) {
+      await expect.poll(() => shown(m), { timeout: 15_000, interval: 50 }).toBe(after[m]);
+      expect(after[m], m).not.toBe(before[m]);
+    }
     const shownAfterMs = Date.now() - sentAt;
+    for (const m of meters) expect(await apiValue(acme, m), m).toBe(after[m]);
+    const calls = page.locator('[data-meter="calls"] .value');
     expect(await calls.textContent()).toBe("1,007");
-    // Each panel follows its own stream: the tokens panel may arrive a tick later.
-    await expect
-      .poll(() => tokens.getAttribute("data-value"), { timeout: 15_000, interval: 50 })
-      .toBe("1510.5");
-    expect(await apiValue(acme, "tokens")).toBe("1510.5");
     expect(shownAfterMs).toBeLessThan(5_000);
+    // One connection for the whole page, whatever the number of meters.
+    expect(streams.map((n) => new URL(n).pathname)).toEqual(["/portal/stream"]);
 
     // Accessible chart: an image with a name, and the same numbers as a table.
     const svg = page.locator('[data-meter="calls"] svg.chart');

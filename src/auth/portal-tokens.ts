@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { JetStreamClient } from "nats";
 import { z } from "zod";
 
@@ -12,6 +12,8 @@ export const maxPortalTokenSeconds = 30 * 24 * 3600;
 export interface PortalGrant {
   customer: string;
   expiresAt: number;
+  /** Tells tokens apart (e.g. to cap one token's live streams); derived from the signature, not secret-bearing. */
+  tokenId: string;
 }
 
 const payloadSchema = z.object({ c: z.string().min(1), exp: z.number().int() });
@@ -25,7 +27,7 @@ const payloadSchema = z.object({ c: z.string().min(1), exp: z.number().int() });
  * @example
  * ```ts
  * const token = tokens.issue("acme", 3600);
- * tokens.verify(token); // { customer: "acme", expiresAt: ... }
+ * tokens.verify(token); // { customer: "acme", expiresAt: ..., tokenId: ... }
  * ```
  */
 export class PortalTokens {
@@ -81,7 +83,11 @@ export class PortalTokens {
       return null;
     }
     if (parsed.exp * 1000 <= this.now()) return null;
-    return { customer: parsed.c, expiresAt: parsed.exp * 1000 };
+    return {
+      customer: parsed.c,
+      expiresAt: parsed.exp * 1000,
+      tokenId: createHash("sha256").update(sig).digest("base64url").slice(0, 22),
+    };
   }
 
   private sign(payload: string): string {

@@ -39,7 +39,8 @@ export interface WatermarkStatus {
  * acknowledged before it was stored are written. The floor matters: after nats-server is
  * killed, acked messages of a work-queue stream can come back from disk below the floor,
  * where they are never redelivered nor removed; "the oldest stored message" would then freeze
- * the watermark forever. Such leftovers are purged here when seen (they are written: acked).
+ * the watermark forever. Such leftovers are deleted here once proven written (see
+ * `settleBelowFloor`: a message below the floor is not always acked after a crash).
  *
  * Dead letters: the sink acks a message after copying it to the DLQ stream, so the events
  * stream no longer shows it. Every DLQ message neither discarded nor replayed-and-written holds
@@ -62,6 +63,11 @@ export class Watermarks {
     private readonly partitions: number,
     private readonly cacheMs = 200,
     private readonly log?: Logger,
+    /**
+     * Proves a bus message's events countable (ledger + written row; see `messageSettled` in
+     * src/sink). Without it, a message below the ack floor is never deleted and holds the watermark.
+     */
+    private readonly settled?: (data: Uint8Array) => Promise<boolean>,
   ) {}
 
   /** Epoch ms of the watermark, cached for `cacheMs` (a cached value is only ever older, so still true). */
@@ -116,33 +122,51 @@ export class Watermarks {
     return value;
   }
 
-  /** Stored time of the first message above the partition's ack floor, or null if none. */
+  /**
+   * Stored time of the oldest message of partition `p` that may be unwritten, or null if none:
+   * the first above the ack floor, unless a message at or below the floor is not settled.
+   */
   private async oldestUnwritten(p: number, floor: number, firstSeq: number): Promise<number | null> {
-    if (firstSeq <= floor) await this.purgeAcked(p, floor);
+    if (firstSeq <= floor) {
+      const held = await this.settleBelowFloor(p, floor);
+      if (held !== null) return held;
+    }
     const m = await this.direct(p, floor + 1);
     return m === null ? null : m.time.getTime();
   }
 
   /**
-   * Removes messages of partition `p` stored at or below its ack floor: acked (so written), but
-   * left on disk by an unclean nats-server stop. They would otherwise take stream space
-   * (`discard: new`) and show up as lag forever. Best effort: the watermark does not need it.
+   * Messages of partition `p` stored at or below its ack floor. A work-queue stream removes a
+   * message when it is acked, so normally there are none. After an unclean nats-server stop
+   * there can be two kinds, which look alike: acked messages left on disk (written; they would
+   * freeze the watermark and take stream space forever), and messages that were NOT written
+   * (seen: deleting every message below the floor lost a third of the acknowledged events in a
+   * test that combined a nats-server kill with the sink re-leasing its partitions; a likely
+   * cause is a stream that lost its unflushed tail and reused sequence numbers below the
+   * consumer's restored floor). So each is deleted only when `settled` proves every event in it
+   * countable; the first one that is not bounds the watermark. Returns that bound, or null.
    */
-  private async purgeAcked(p: number, floor: number): Promise<void> {
-    try {
-      const first = await this.direct(p, 0);
-      if (first === null || first.seq > floor) return;
-      const r = await this.jsm.streams.purge(this.names.stream, {
-        filter: this.names.subject(p),
-        seq: floor + 1,
-      });
-      this.log?.warn(
-        { partition: p, ackFloor: floor, purged: r.purged },
-        "purged acked bus messages left behind by an unclean nats-server restart",
-      );
-    } catch (err: unknown) {
-      this.log?.warn({ err, partition: p }, "could not purge acked bus messages");
+  private async settleBelowFloor(p: number, floor: number): Promise<number | null> {
+    for (let seq = 0, n = 0; n < 1000; n++) {
+      const m = await this.direct(p, seq);
+      if (m === null || m.seq > floor) return null;
+      if (this.settled === undefined || !(await this.settled(m.data).catch(() => false))) {
+        return m.time.getTime();
+      }
+      try {
+        await this.jsm.streams.deleteMessage(this.names.stream, m.seq, false);
+        this.log?.warn(
+          { partition: p, seq: m.seq, ackFloor: floor },
+          "deleted a written bus message left below the ack floor by an unclean nats-server stop",
+        );
+      } catch (err: unknown) {
+        this.log?.warn({ err, partition: p, seq: m.seq }, "could not delete a written leftover bus message");
+      }
+      seq = m.seq + 1;
     }
+    // More leftovers than one pass checks: hold the watermark at the next one for now.
+    const next = await this.direct(p, 0);
+    return next !== null && next.seq <= floor ? next.time.getTime() : null;
   }
 
   /** The first message of partition `p` with sequence ≥ `seq`, or null. */

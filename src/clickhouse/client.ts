@@ -4,7 +4,10 @@ import type { Config } from "../config/index.js";
 export type { ClickHouseClient };
 
 /** Creates the ClickHouse HTTP client. Every request has a timeout (`TALLY_CLICKHOUSE_TIMEOUT_MS`). */
-export function createClickHouse(cfg: Config["clickhouse"], maxOpenConnections = 16): ClickHouseClient {
+export function createClickHouse(
+  cfg: Omit<Config["clickhouse"], "read">,
+  maxOpenConnections = 16,
+): ClickHouseClient {
   return createClient({
     url: cfg.url,
     username: cfg.user,
@@ -14,6 +17,16 @@ export function createClickHouse(cfg: Config["clickhouse"], maxOpenConnections =
     compression: { request: false, response: false },
     keep_alive: { enabled: true },
   });
+}
+
+/**
+ * The client for reads (usage API, live streams, portal, event debugger): the read user
+ * (`TALLY_CLICKHOUSE_READ_USER`), whose server-side profile bounds each query's time, threads
+ * and memory and the user's concurrent queries, and its own connection pool, so read load
+ * waits for read connections and never for the sink's. See deploy/clickhouse/.
+ */
+export function createClickHouseReader(cfg: Config["clickhouse"]): ClickHouseClient {
+  return createClickHouse({ ...cfg, user: cfg.read.user, password: cfg.read.password }, cfg.read.connections);
 }
 
 /**

@@ -1,4 +1,9 @@
-export { createClickHouse, isPermanentInsertError, clickHouseErrorCode } from "./client.js";
+export {
+  createClickHouse,
+  createClickHouseReader,
+  isPermanentInsertError,
+  clickHouseErrorCode,
+} from "./client.js";
 export type { ClickHouseClient } from "./client.js";
 export { migrate, schemaVersion, isSchemaCurrent, queryRows } from "./migrate.js";
 export {
@@ -9,6 +14,7 @@ export {
   latestSchemaVersion,
   usageAggregate,
   usageGaugeCarryIn,
+  usageGaugeBuckets,
   usageGaugePoints,
   usageRewriteCount,
   inLists,

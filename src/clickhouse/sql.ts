@@ -406,6 +406,53 @@ FROM (${dedupedEvents(db, s, "range", collapse)})
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
 }
 
+/**
+ * Gauge points in `[from, to)` summarised per customer, group and time bucket
+ * `intDiv(u_ts + shift, bucketMs)` (the caller picks a bucket that nests in its windows), so
+ * the edge reads O(buckets) rows whatever the number of points. Per bucket, over its valid
+ * points ordered by (time, id) as `latest` orders them: the first and last instant (`t1`,
+ * `tk`), the level after the bucket (`lk`, the last value), the highest value (`mx`), and
+ * `inner_hi` × 1e18 + `inner_lo`, the exact time-weighted sum Σ value × (next time − time) of the levels between
+ * `t1` and `tk` (two values at one instant: the first holds for 0 ms). A bucket of at most a
+ * day keeps that Decimal128(9) sum from overflowing: |value| < 1e20, 1e20 × 8.64e7 ms < 1e29.
+ * Rows with `valid = 0` only carry the count of values that are not plain decimals (`invalid`).
+ */
+export function usageGaugeBuckets(
+  db: string,
+  s: UsageSpec,
+  bucketMs: number,
+  shiftMs: number,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
+  const k = groupCols(s)
+    .map((c) => `${c}, `)
+    .join("");
+  const dec = (x: string) => `toDecimal128(${x}.3, 9)`;
+  const e18 = "1000000000000000000";
+  // arrayReduce('sum'), not arraySum: 18.16's arraySum cannot add Decimals. 18.16 also prints
+  // large Decimal128 values wrong (NUL bytes in the digits), so no large Decimal is printed: the
+  // highest value is returned as its own text (argMax), and `inner` in two parts that print
+  // correctly, inner = inner_hi × 1e18 + inner_lo (inner_hi an Int64, |inner_lo| < 1e18).
+  return `SELECT ${k}bucket, t1, tk, lk, mx, toString(g_hi) AS inner_hi,
+  toString(g_inner - toDecimal128(g_hi, 0) * ${e18}) AS inner_lo, valid, invalid
+FROM (
+  SELECT ${k}b, toString(b) AS bucket, toString(g_s[1].1) AS t1, toString(g_s[-1].1) AS tk, g_s[-1].3 AS lk,
+    arrayReduce('argMax', arrayMap(x -> x.3, g_s), arrayMap(x -> ${dec("x")}, g_s)) AS mx,
+    arrayReduce('sum', arrayMap((x, y) -> ${dec("x")} * (y.1 - x.1), arrayPopBack(g_s), arrayPopFront(g_s))) AS g_inner,
+    toInt64(g_inner / ${e18}) AS g_hi, valid, invalid
+  FROM (
+    SELECT ${k}intDiv(u_ts + ${lit(Math.trunc(shiftMs))}, ${lit(Math.trunc(bucketMs))}) AS b,
+      arraySort(groupArrayIf((u_ts, u_id, u_v), u_ok)) AS g_s,
+      toString(countIf(u_ok)) AS valid, toString(countIf(NOT u_ok)) AS invalid
+    FROM (${dedupedEvents(db, s, "range", collapse)})
+    GROUP BY ${k}b
+  )
+)
+ORDER BY ${k}b
+LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
 /** The gauge level carried into `from`: per customer and group, the newest valid value before it. */
 export function usageGaugeCarryIn(
   db: string,

@@ -45,6 +45,16 @@ export const envSchema = z.object({
   TALLY_CLICKHOUSE_PASSWORD: z.string().default(""),
   TALLY_CLICKHOUSE_DATABASE: dbName,
   TALLY_CLICKHOUSE_TIMEOUT_MS: int(30_000, 100),
+  /**
+   * ClickHouse user for reads (usage API, live streams, portal, event debugger): give it a
+   * profile with limits (deploy/clickhouse/users.d/tally.xml) so no read load can starve the
+   * sink's inserts and ledger lookups. Unset: the same user as the sink.
+   */
+  TALLY_CLICKHOUSE_READ_USER: z.string().min(1).optional(),
+  /** Password of TALLY_CLICKHOUSE_READ_USER. Unset: TALLY_CLICKHOUSE_PASSWORD when the read user is the same user, else empty. */
+  TALLY_CLICKHOUSE_READ_PASSWORD: z.string().optional(),
+  /** Connections the edge opens to ClickHouse for reads (requests beyond wait for one). */
+  TALLY_CLICKHOUSE_READ_CONNECTIONS: int(8, 1),
 
   /** Oldest accepted event time, in days before now. Also the minimum dedup horizon. */
   TALLY_BACKFILL_DAYS: int(35, 1).pipe(z.number().max(3650)),
@@ -82,6 +92,10 @@ export const envSchema = z.object({
   TALLY_PORTAL_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
   /** How often a live usage stream re-reads usage (ms). */
   TALLY_USAGE_STREAM_INTERVAL_MS: int(500, 100),
+  /** Most live usage streams one API key may hold open at once, per edge (more: 429). */
+  TALLY_USAGE_STREAMS_PER_KEY: int(100, 1),
+  /** Most live usage streams one portal token may hold open at once, per edge (more: 429). The usage page uses one. */
+  TALLY_USAGE_STREAMS_PER_TOKEN: int(10, 1),
 
   /** How long after a period ends it is closed (late events still arriving); a plan's `grace_period` overrides it. */
   TALLY_CLOSE_GRACE: z
@@ -125,7 +139,15 @@ export interface Config {
     replicas: number;
     streamMaxBytes: number;
   };
-  clickhouse: { url: string; user: string; password: string; database: string; timeoutMs: number };
+  clickhouse: {
+    url: string;
+    user: string;
+    password: string;
+    database: string;
+    timeoutMs: number;
+    /** The reads' user (TALLY_CLICKHOUSE_READ_USER, else `user`), its password and connection pool. */
+    read: { user: string; password: string; connections: number };
+  };
   limits: {
     backfillDays: number;
     dedupRetentionDays: number;
@@ -133,7 +155,12 @@ export interface Config {
     maxEventsPerRequest: number;
   };
   publish: { maxBytes: number; maxInflight: number; timeoutMs: number; maxPendingBytes: number };
-  usage: { portalSecret: string | undefined; streamIntervalMs: number };
+  usage: {
+    portalSecret: string | undefined;
+    streamIntervalMs: number;
+    streamsPerKey: number;
+    streamsPerToken: number;
+  };
   sink: {
     batchRows: number;
     lingerMs: number;
@@ -186,6 +213,16 @@ export function toConfig(e: Env): Config {
       password: e.TALLY_CLICKHOUSE_PASSWORD,
       database: e.TALLY_CLICKHOUSE_DATABASE,
       timeoutMs: e.TALLY_CLICKHOUSE_TIMEOUT_MS,
+      read: {
+        user: e.TALLY_CLICKHOUSE_READ_USER ?? e.TALLY_CLICKHOUSE_USER,
+        password:
+          e.TALLY_CLICKHOUSE_READ_PASSWORD ??
+          (e.TALLY_CLICKHOUSE_READ_USER === undefined ||
+          e.TALLY_CLICKHOUSE_READ_USER === e.TALLY_CLICKHOUSE_USER
+            ? e.TALLY_CLICKHOUSE_PASSWORD
+            : ""),
+        connections: e.TALLY_CLICKHOUSE_READ_CONNECTIONS,
+      },
     },
     limits: {
       backfillDays: e.TALLY_BACKFILL_DAYS,
@@ -199,7 +236,12 @@ export function toConfig(e: Env): Config {
       timeoutMs: e.TALLY_PUBLISH_TIMEOUT_MS,
       maxPendingBytes: e.TALLY_EDGE_MAX_PENDING_BYTES,
     },
-    usage: { portalSecret: e.TALLY_PORTAL_SECRET, streamIntervalMs: e.TALLY_USAGE_STREAM_INTERVAL_MS },
+    usage: {
+      portalSecret: e.TALLY_PORTAL_SECRET,
+      streamIntervalMs: e.TALLY_USAGE_STREAM_INTERVAL_MS,
+      streamsPerKey: e.TALLY_USAGE_STREAMS_PER_KEY,
+      streamsPerToken: e.TALLY_USAGE_STREAMS_PER_TOKEN,
+    },
     sink: {
       batchRows: e.TALLY_SINK_BATCH_ROWS,
       lingerMs: e.TALLY_SINK_LINGER_MS,

@@ -104,6 +104,25 @@ export async function startNats(opts: StartNatsOptions): Promise<ServerProcess> 
   return wrap("nats-server", url, port, child, pidFile);
 }
 
+/**
+ * The ClickHouse user the edge reads as in dev and tests (`TALLY_CLICKHOUSE_READ_USER`): a
+ * read-only profile that bounds each query and the user's concurrency, so read load (usage,
+ * live streams, portal, event debugger) cannot starve the sink, which writes as `default`.
+ */
+export const clickHouseReadUser = "tally_read";
+
+/** Limits of {@link clickHouseReadUser}'s profile (each exists in ClickHouse 18.16). */
+export const readProfile = {
+  /** Seconds one read may run. */
+  maxExecutionTime: 30,
+  /** Reads running at once for the user, across every edge (more: error 202, answered 503). */
+  maxConcurrentQueries: 8,
+  /** Threads one read may use: the sink keeps the other cores. */
+  maxThreads: 1,
+  /** Bytes one read may hold. */
+  maxMemoryUsage: 2_000_000_000,
+} as const;
+
 export interface StartClickHouseOptions {
   dataDir: string;
   httpPort?: number;
@@ -158,6 +177,15 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
       <max_memory_usage>8000000000</max_memory_usage>
       <max_query_size>67108864</max_query_size>
     </default>
+    <!-- ${clickHouseReadUser}: every read the edge serves. The bounds of deploy/clickhouse/, scaled to a laptop. -->
+    <${clickHouseReadUser}>
+      <readonly>1</readonly>
+      <max_execution_time>${readProfile.maxExecutionTime}</max_execution_time>
+      <max_concurrent_queries_for_user>${readProfile.maxConcurrentQueries}</max_concurrent_queries_for_user>
+      <max_threads>${readProfile.maxThreads}</max_threads>
+      <max_memory_usage>${readProfile.maxMemoryUsage}</max_memory_usage>
+      <max_query_size>1048576</max_query_size>
+    </${clickHouseReadUser}>
   </profiles>
   <users>
     <default>
@@ -166,6 +194,12 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
       <profile>default</profile>
       <quota>default</quota>
     </default>
+    <${clickHouseReadUser}>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>${clickHouseReadUser}</profile>
+      <quota>default</quota>
+    </${clickHouseReadUser}>
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>

@@ -127,4 +127,3 @@ export function ingestHandler(deps: EdgeDeps, route: IngestRoute) {
     }
   };
 }
-

@@ -11,16 +11,19 @@ import {
   type UsageResult,
   type Window,
 } from "../usage/index.js";
+import { ApiError } from "../lib/errors.js";
 import type { EdgeDeps } from "./app.js";
 import type { EdgeEnv } from "./context.js";
+import { serveLiveStream } from "./usage-routes.js";
 
 /*
  * The customer usage page: `GET /portal?token=<portal token>[&tz=Europe/Berlin]`.
  *
  * Server-rendered HTML and SVG (no client framework, no charting bundle): one panel per meter
  * with the current calendar month's total and a per-day chart, both from the same query path as
- * the usage API. A small inline script follows `/v1/usage/stream` per meter and, when the numbers
- * change, swaps in the panel re-rendered by `GET /portal/panel` — one renderer, on the server.
+ * the usage API. A small inline script follows one stream for the whole page (`/portal/stream`)
+ * that carries each panel, re-rendered on the server when its numbers change — one renderer,
+ * one connection whatever the number of meters (browsers allow six per origin).
  * The token is the only credential and pins the customer; nothing on the page takes a customer
  * from anywhere else.
  */
@@ -193,11 +196,7 @@ export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
     const panels = await Promise.all(meters.map((m) => panelData(deps.usage, m, grant.customer, period, tz)));
     const month = DateTime.fromMillis(period.fromMs, { zone: tz }).toFormat("LLLL yyyy");
     const token = c.req.query("token")!;
-    const streams = meters.map((m) => ({
-      meter: m.key,
-      stream: `/v1/usage/stream?${new URLSearchParams({ meter: m.key, window: "day", from: String(period.fromMs), to: String(period.toMs), tz, token }).toString()}`,
-      panel: `/portal/panel?${new URLSearchParams({ meter: m.key, tz, token }).toString()}`,
-    }));
+    const stream = `/portal/stream?${new URLSearchParams({ tz, token }).toString()}`;
     const body = `<main>
 <h1>Usage for ${esc(grant.customer)} · ${esc(month)}</h1>
 <p id="live" role="status" aria-live="polite">Connecting to live updates…</p>
@@ -205,33 +204,105 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
 </main>
 <script nonce="${nonce}">
 (() => {
-  const streams = ${JSON.stringify(streams).replace(/</g, "\\u003c")};
+  // One connection for every panel: browsers allow six per origin, and a page of more meters
+  // than that, one stream each, would wait forever for the seventh.
   const live = document.getElementById("live");
   const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone: ${JSON.stringify(tz)} });
-  let open = 0;
-  for (const s of streams) {
-    const es = new EventSource(s.stream);
-    let refreshing = Promise.resolve();
-    es.addEventListener("open", () => { open++; live.textContent = "Live: updates appear within seconds."; });
-    es.addEventListener("error", () => { live.textContent = "Reconnecting to live updates…"; });
-    es.addEventListener("usage", () => {
-      refreshing = refreshing.then(async () => {
-        const res = await fetch(s.panel, { cache: "no-store" });
-        if (!res.ok) return;
-        const html = await res.text();
-        const el = document.querySelector('[data-meter="' + CSS.escape(s.meter) + '"]');
-        if (el) el.outerHTML = html;
-      }).catch(() => {});
-    });
-    es.addEventListener("watermark", (e) => {
-      const wm = JSON.parse(e.data).watermark;
-      const t = document.querySelector('[data-meter="' + CSS.escape(s.meter) + '"] .wm time');
-      if (t) { t.setAttribute("datetime", wm); t.textContent = fmt.format(new Date(wm)); }
-    });
-  }
+  const panel = (meter) => document.querySelector('[data-meter="' + CSS.escape(meter) + '"]');
+  const es = new EventSource(${JSON.stringify(stream).replace(/</g, "\\u003c")});
+  es.addEventListener("open", () => { live.textContent = "Live: updates appear within seconds."; });
+  es.addEventListener("error", () => { live.textContent = "Reconnecting to live updates…"; });
+  es.addEventListener("panel", (e) => {
+    const { meter, html } = JSON.parse(e.data);
+    const el = panel(meter);
+    if (el) el.outerHTML = html;
+  });
+  es.addEventListener("watermark", (e) => {
+    const { meter, watermark } = JSON.parse(e.data);
+    const t = panel(meter)?.querySelector(".wm time");
+    if (t) { t.setAttribute("datetime", watermark); t.textContent = fmt.format(new Date(watermark)); }
+  });
 })();
 </script>`;
     return c.html(page(nonce, body, `Usage · ${grant.customer}`));
+  });
+
+  /**
+   * The page's one live stream: every meter's panel, re-rendered on the server when its
+   * numbers change (`event: panel`, `{ meter, html }`), and fresher watermarks while they do
+   * not (`event: watermark`, `{ meter, watermark }`). One stream of the token's allowance,
+   * however many meters; each meter's question is the daily series the page charts, polled
+   * by the same shared pollers as `/v1/usage/stream`.
+   */
+  app.get("/portal/stream", (c) => {
+    const grant = tokenOf(c, deps);
+    if (grant === null) throw new ApiError("unauthorized", "invalid or expired portal token");
+    c.set("portal", grant);
+    const tz = zoneOf(c);
+    const period = monthContaining(now(), tz);
+    const meters = deps.catalog.list();
+    return serveLiveStream(c, deps, (stream, end) => {
+      const unsubscribes = meters.map((meter) => {
+        let lastData = "";
+        let lastSentAt = 0;
+        // Renders run one at a time per meter, always with the newest daily answer.
+        let latest: UsageResult | null = null;
+        let rendering = false;
+        const render = async () => {
+          rendering = true;
+          try {
+            while (latest !== null) {
+              const daily = latest;
+              latest = null;
+              const total = await queryUsage(deps.usage, {
+                meter,
+                customer: grant.customer,
+                fromMs: period.fromMs,
+                toMs: period.toMs,
+                tz,
+              });
+              const html = renderPanel({ meter, total, daily }, tz);
+              await stream.writeSSE({ event: "panel", data: JSON.stringify({ meter: meter.key, html }) });
+            }
+          } catch (err: unknown) {
+            deps.log.warn({ err, meter: meter.key }, "portal panel update failed; next change retries");
+            lastData = "";
+          } finally {
+            rendering = false;
+          }
+        };
+        return deps.usageStreams.subscribe(
+          {
+            meter,
+            customer: grant.customer,
+            fromMs: period.fromMs,
+            toMs: period.toMs,
+            window: "day",
+            tz,
+          },
+          (u) => {
+            if (u.kind === "closed") return end();
+            if (u.kind === "error") return;
+            const t = Date.now();
+            if (u.dataJson !== lastData) {
+              lastData = u.dataJson;
+              lastSentAt = t;
+              latest = u.result;
+              if (!rendering) void render();
+            } else if (t - lastSentAt >= 5000) {
+              lastSentAt = t;
+              void stream.writeSSE({
+                event: "watermark",
+                data: JSON.stringify({ meter: meter.key, watermark: u.result.watermark }),
+              });
+            }
+          },
+        );
+      });
+      return () => {
+        for (const unsubscribe of unsubscribes) unsubscribe();
+      };
+    });
   });
 
   app.get("/portal/panel", async (c) => {

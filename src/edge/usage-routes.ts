@@ -1,9 +1,10 @@
 import type { Context, Hono } from "hono";
 import { createMiddleware } from "hono/factory";
-import { streamSSE } from "hono/streaming";
+import { streamSSE, type SSEStreamingApi } from "hono/streaming";
 import { z } from "zod";
 import { hasScope, maxPortalTokenSeconds, portalTokenPrefix } from "../auth/index.js";
 import { CatalogInputError, meterKeyPattern, parseMeters, validateMeter } from "../catalog/index.js";
+import { clickHouseErrorCode } from "../clickhouse/index.js";
 import { ApiError } from "../lib/errors.js";
 import {
   isValidZone,
@@ -13,6 +14,7 @@ import {
   windowSizes,
   type UsageRequest,
 } from "../usage/index.js";
+import { UsageStreamLimitError } from "../usage/stream.js";
 import type { EdgeDeps } from "./app.js";
 import { requireScope } from "./auth.js";
 import { readBodyLimited } from "./body.js";
@@ -122,7 +124,74 @@ export function usageRequestFrom(c: Context<EdgeEnv>, deps: EdgeDeps, nowMs: num
 
 function asApiError(err: unknown): unknown {
   if (err instanceof UsageRequestError) return invalid(err.field, err.message);
-  return err;
+  // The read user's profile refused the query (see deploy/clickhouse/): too many concurrent
+  // reads (202) or one read ran too long (159). The sink is unaffected; the reader retries.
+  switch (clickHouseErrorCode(err)) {
+    case "202":
+      return new ApiError("unavailable", "too many usage queries at once; retry shortly", undefined, 1);
+    case "159":
+      return new ApiError(
+        "unavailable",
+        "the usage query ran too long; use a shorter range, a larger window or fewer dimensions",
+        undefined,
+        5,
+      );
+    default:
+      return err;
+  }
+}
+
+/**
+ * Serves a live stream (Server-Sent Events) to the caller of a usage route: claims one of the
+ * caller's streams first (an API key or a portal token may hold only so many: 429 beyond,
+ * `TALLY_USAGE_STREAMS_PER_KEY` / `_PER_TOKEN`; 503 when the edge is full), then lets
+ * `follow` subscribe and write. The stream ends when the client leaves, the edge shuts down
+ * (`follow` calls `end`) or a portal token expires; then `follow`'s unsubscribe runs and the
+ * claim is released.
+ */
+export function serveLiveStream(
+  c: Context<EdgeEnv>,
+  deps: EdgeDeps,
+  follow: (stream: SSEStreamingApi, end: () => void) => () => void,
+): Response {
+  const portal = c.get("portal");
+  const owner = portal === undefined ? `key:${c.get("apiKey").id}` : `portal:${portal.tokenId}`;
+  const limit = portal === undefined ? deps.config.usage.streamsPerKey : deps.config.usage.streamsPerToken;
+  let release: () => void;
+  try {
+    release = deps.usageStreams.acquire(owner, limit);
+  } catch (err: unknown) {
+    if (!(err instanceof UsageStreamLimitError)) throw err;
+    if (err.scope === "process") throw new ApiError("unavailable", err.message, undefined, 5);
+    const field = portal === undefined ? "authorization" : "token";
+    throw new ApiError(
+      "rate_limited",
+      `${err.message}; close one before opening another`,
+      { errors: [{ field, code: "too_many_streams", message: err.message }], limit: err.limit },
+      5,
+    );
+  }
+  c.header("Cache-Control", "no-store");
+  c.header("X-Accel-Buffering", "no");
+  return streamSSE(c, async (stream) => {
+    let end!: () => void;
+    const done = new Promise<void>((resolve) => (end = resolve));
+    stream.onAbort(end);
+    let unsubscribe = () => {};
+    // A token that expires ends its stream.
+    const expiry =
+      portal === undefined
+        ? null
+        : setTimeout(() => void stream.close(), Math.max(0, portal.expiresAt - Date.now()));
+    try {
+      unsubscribe = follow(stream, end);
+      await done;
+    } finally {
+      unsubscribe();
+      release();
+      if (expiry !== null) clearTimeout(expiry);
+    }
+  });
 }
 
 /** Meters (catalog), usage API, live usage stream, and portal token issuing. */
@@ -177,24 +246,11 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
 
   app.get("/v1/usage/stream", requireUsageReader(deps), (c) => {
     const req = usageRequestFrom(c, deps, now());
-    if (deps.usageStreams.size >= deps.usageStreams.maxSubscribers) {
-      throw new ApiError(
-        "unavailable",
-        "too many live usage streams on this edge; retry later",
-        undefined,
-        5,
-      );
-    }
-    c.header("Cache-Control", "no-store");
-    c.header("X-Accel-Buffering", "no");
-    return streamSSE(c, async (stream) => {
+    return serveLiveStream(c, deps, (stream, end) => {
       let lastData = "";
       let lastSentAt = 0;
       let seq = 0;
-      let end!: () => void;
-      const done = new Promise<void>((resolve) => (end = resolve));
-      stream.onAbort(end);
-      const unsubscribe = deps.usageStreams.subscribe(req, (u) => {
+      return deps.usageStreams.subscribe(req, (u) => {
         if (u.kind === "closed") return end();
         if (u.kind === "error") {
           void stream.writeSSE({
@@ -218,18 +274,6 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
           });
         }
       });
-      // A token that expires ends its stream.
-      const portal = c.get("portal");
-      const expiry =
-        portal === undefined
-          ? null
-          : setTimeout(() => void stream.close(), Math.max(0, portal.expiresAt - Date.now()));
-      try {
-        await done;
-      } finally {
-        unsubscribe();
-        if (expiry !== null) clearTimeout(expiry);
-      }
     });
   });
 

@@ -9,6 +9,7 @@ export const errorStatus = {
   not_found: 404,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  rate_limited: 429,
   unavailable: 503,
   internal: 500,
 } as const satisfies Record<string, ContentfulStatusCode>;

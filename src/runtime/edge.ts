@@ -3,9 +3,15 @@ import { Events, type NatsConnection } from "nats";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { InvoiceStore } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
+import { messageSettled } from "../sink/index.js";
 import { UsageStreams } from "../usage/stream.js";
 import { busNames, DeadLetterLog, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
-import { createClickHouse, isSchemaCurrent, type ClickHouseClient } from "../clickhouse/index.js";
+import {
+  createClickHouse,
+  createClickHouseReader,
+  isSchemaCurrent,
+  type ClickHouseClient,
+} from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import { createEdgeApp } from "../edge/app.js";
 import type { Logger } from "../observability/index.js";
@@ -37,6 +43,10 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
   await keys.start();
   if (config.devMode) await keys.put(config.devKey, "dev admin key", ["admin"], "dev");
   const clickhouse = createClickHouse(config.clickhouse);
+  // Every read the edge serves (usage API, live streams, portal, event debugger) runs as the
+  // read user on its own connections: its ClickHouse profile bounds read load so it cannot
+  // starve the sink's inserts and ledger lookups (deploy/clickhouse/users.d/tally.xml).
+  const reader = createClickHouseReader(config.clickhouse);
   const publisher = new GroupCommitPublisher(js, names, {
     partitions: config.nats.partitions,
     maxBytes: config.publish.maxBytes,
@@ -58,7 +68,9 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
   })().catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));
   // Dead-letter resolutions (tally dlq replay/discard) are read by the watermark.
   await DeadLetterLog.open(js, names, config.nats.replicas);
-  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
+  const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log, (data) =>
+    messageSettled(clickhouse, config.clickhouse.database, data),
+  );
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
   const invoiceStore = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
@@ -69,7 +81,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     config.nats.replicas,
     config.usage.portalSecret,
   );
-  const usage = { clickhouse, database: config.clickhouse.database, watermarks };
+  const usage = { clickhouse: reader, database: config.clickhouse.database, watermarks };
   const usageStreams = new UsageStreams(usage, log, config.usage.streamIntervalMs);
   const ready = async () => {
     const [clickhouseOk, schema] = await Promise.all([
@@ -89,7 +101,8 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     log,
     publisher,
     keys,
-    clickhouse,
+    // The app uses `clickhouse` only for the event debugger's reads: the read user too.
+    clickhouse: reader,
     watermarks,
     catalog,
     usage,
@@ -133,6 +146,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
       invoices.index.stop();
       await nc.drain();
       await clickhouse.close();
+      await reader.close();
     },
   };
 }

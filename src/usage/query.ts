@@ -5,8 +5,8 @@ import { gaugeAggregations, numericAggregations, timeUnits, type Meter } from ".
 import {
   queryRows,
   usageAggregate,
+  usageGaugeBuckets,
   usageGaugeCarryIn,
-  usageGaugePoints,
   usageRewriteCount,
   type ClickHouseClient,
   type Collapse,
@@ -14,7 +14,14 @@ import {
   type UsageFilter,
   type UsageSpec,
 } from "../clickhouse/index.js";
-import { formatInZone, maxWindows, windowsOf, type Window, type WindowSize } from "./windows.js";
+import {
+  formatInZone,
+  maxWindows,
+  windowsOf,
+  zoneFormatter,
+  type Window,
+  type WindowSize,
+} from "./windows.js";
 
 /** Decimal places of time-weighted results (the only values that need a division). */
 export const twDecimals = 9;
@@ -125,7 +132,7 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   if (windows.length > maxWindows) {
     throw new UsageRequestError(
       "window",
-      `more than ${maxWindows} ${req.window ?? ""} windows in the range; use a larger window or a shorter range`,
+      `the range has more than ${maxWindows} ${req.window ?? ""} windows (at most ${maxWindows} per answer); use a larger window or a shorter range`,
     );
   }
   const watermark = await deps.watermarks.current();
@@ -178,12 +185,16 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   if (cells.size === 0 && req.customer !== undefined && groupBy.length === 0) cellOf(req.customer, []);
   const empty = emptyValue(meter.aggregation);
   const ordered = [...cells.values()].sort((a, b) => compareKeys(a, b));
+  // Each boundary formatted once, not once per row (rows = windows × groups × customers).
+  const format = zoneFormatter(tz, req.fromMs, req.toMs);
+  const bounds = windows.map((w) => format(w.fromMs));
+  bounds.push(format(windows[windows.length - 1]?.toMs ?? req.toMs));
   const data: UsageRow[] = [];
   for (const c of ordered) {
-    windows.forEach((w, i) => {
+    windows.forEach((_, i) => {
       const row: UsageRow = {
-        from: formatInZone(w.fromMs, tz),
-        to: formatInZone(w.toMs, tz),
+        from: bounds[i]!,
+        to: bounds[i + 1]!,
         value: c.values.has(i) ? c.values.get(i)! : empty,
       };
       if (req.customer === undefined && c.customer !== undefined) row.customer = c.customer;
@@ -191,6 +202,7 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
       data.push(row);
     });
     if (data.length > maxUsageRows) tooManyRows();
+    await yieldEvery(windows.length);
   }
   return {
     meter: meter.key,
@@ -236,6 +248,19 @@ async function withRewrites<T>(
   // Rewrites kept coming: collapse every id, which needs no records at all.
   return run({ kind: "all" });
 }
+
+/**
+ * NOTE: a large answer (windows × groups × customers) is built series by series; after about
+ * 5,000 rows' worth of work the event loop gets a turn, so other requests (ingest, other
+ * readers) run in between instead of waiting for the whole answer.
+ */
+async function yieldEvery(work: number): Promise<void> {
+  yieldBudget -= work;
+  if (yieldBudget > 0) return;
+  yieldBudget = 5_000;
+  await new Promise((r) => setImmediate(r));
+}
+let yieldBudget = 5_000;
 
 function tooManyRows(): never {
   throw new UsageRequestError(
@@ -303,16 +328,161 @@ function compareKeys(a: Cell, b: Cell): number {
   return 0;
 }
 
-interface GaugePoint {
-  ts: number;
-  id: string;
-  v: Big;
+/** One bucket of a gauge series as ClickHouse summarised it (see `usageGaugeBuckets`). */
+export interface GaugeBucket {
+  /** First and last instant with a value in the bucket. */
+  t1: number;
+  tk: number;
+  /** The level after the bucket (its last value), in units of 1e-9. */
+  lk: bigint;
+  /** The highest value in the bucket, in units of 1e-9. */
+  mx: bigint;
+  /** Exact Σ level × ms between t1 and tk, in units of 1e-9. */
+  inner: bigint;
+}
+
+/** Per window: Σ level × ms and the highest level held or set (units of 1e-9), ms covered. */
+export interface GaugeWindow {
+  weighted: bigint;
+  covered: number;
+  peak: bigint | null;
+}
+
+/** Gauge values are exact decimals with at most 9 places: integers of 1e-9 (bigint, fast). */
+const scale = 10n ** BigInt(twDecimals);
+
+/** A plain decimal (`-12.5`, `12.500000000`) as an integer of 1e-9. */
+export function toNano(v: string): bigint {
+  const m = /^(-?)(\d+)(?:\.(\d{1,9}))?$/.exec(v);
+  if (m === null) throw new Error(`not a plain decimal: ${JSON.stringify(v)}`);
+  const n = BigInt(m[2]!) * scale + BigInt((m[3] ?? "").padEnd(twDecimals, "0"));
+  return m[1] === "-" ? -n : n;
+}
+
+/** An integer of 1e-9 as the shortest exact decimal (`12.5`, `0`; never `-0`). */
+export function fromNano(n: bigint): string {
+  const neg = n < 0n;
+  const a = neg ? -n : n;
+  const frac = (a % scale).toString().padStart(twDecimals, "0").replace(/0+$/, "");
+  const text = `${a / scale}${frac === "" ? "" : `.${frac}`}`;
+  return neg && a !== 0n ? `-${text}` : text;
+}
+
+/** `n / d` rounded half away from zero (big.js `roundHalfUp`), for d > 0. */
+function divRound(n: bigint, d: bigint): bigint {
+  const a = n < 0n ? -n : n;
+  let q = a / d;
+  if ((a % d) * 2n >= d) q += 1n;
+  return n < 0n ? -q : q;
+}
+
+/**
+ * Gauge semantics in one pass over a series' buckets and the windows (O(windows + buckets)):
+ * the level set by a value holds until the next value or the `horizon`; a carried-in level
+ * (`carry`, the newest value before the range) holds from the first window's start and counts
+ * for its peak even if a value at the same instant replaces it at once. A level counts for a
+ * window's peak where it is held there for some time; a value counts where it is set.
+ * Buckets must be in time order and each must lie inside one window.
+ */
+export function sweepGauge(
+  windows: readonly Window[],
+  buckets: readonly GaugeBucket[],
+  carry: bigint | null,
+  horizon: number,
+): GaugeWindow[] {
+  const out: GaugeWindow[] = windows.map(() => ({ weighted: 0n, covered: 0, peak: null }));
+  if (windows.length === 0) return out;
+  let wi = 0;
+  let level: bigint | null = carry;
+  let cursor = windows[0]!.fromMs;
+  const raise = (w: GaugeWindow, v: bigint) => {
+    if (w.peak === null || v > w.peak) w.peak = v;
+  };
+  if (carry !== null) raise(out[0]!, carry);
+  /** Holds the current level from `cursor` to `t` (≤ horizon), window by window. */
+  const holdUntil = (t: number) => {
+    while (wi < windows.length) {
+      const w = windows[wi]!;
+      const end = Math.min(t, w.toMs);
+      if (level !== null && end > cursor) {
+        const o = out[wi]!;
+        o.weighted += level * BigInt(end - cursor);
+        o.covered += end - cursor;
+        raise(o, level);
+      }
+      cursor = Math.max(cursor, end);
+      if (t < w.toMs) return;
+      wi++;
+    }
+  };
+  for (const b of buckets) {
+    holdUntil(b.t1);
+    const w = windows[wi];
+    if (w === undefined || b.t1 < w.fromMs || b.tk >= w.toMs) {
+      throw new Error(`gauge bucket [${b.t1}, ${b.tk}] does not lie inside one window`);
+    }
+    const o = out[wi]!;
+    o.weighted += b.inner;
+    o.covered += b.tk - b.t1;
+    raise(o, b.mx);
+    cursor = b.tk;
+    level = b.lk;
+  }
+  holdUntil(horizon);
+  return out;
+}
+
+/**
+ * One window's value: time-weighted sum per `unitMs` or average, divided once and rounded
+ * half-up to {@link twDecimals} places, or the peak. Null where the aggregation has no value.
+ */
+export function gaugeValue(
+  agg: "time_weighted_sum" | "time_weighted_avg" | "peak",
+  w: GaugeWindow,
+  unitMs: number,
+): string | null {
+  switch (agg) {
+    case "time_weighted_sum":
+      return w.covered === 0 ? "0" : fromNano(divRound(w.weighted, BigInt(unitMs)));
+    case "time_weighted_avg":
+      return w.covered === 0 ? null : fromNano(divRound(w.weighted, BigInt(w.covered)));
+    case "peak":
+      return w.peak === null ? null : fromNano(w.peak);
+  }
+}
+
+/**
+ * The bucket width for a gauge query: the largest divisor of a day that every window boundary
+ * inside the range is a multiple of (after `shift`, which makes times non-negative), so each
+ * bucket lies inside one window. A minute for minute windows, an hour or a day for the others
+ * (a half hour, say, for Kolkata's hours); the widest a day, which keeps each bucket's exact
+ * Decimal128 sum from overflowing.
+ */
+export function gaugeBucketing(
+  windows: readonly Window[],
+  fromMs: number,
+): { bucketMs: number; shiftMs: number } {
+  const day = 86_400_000;
+  const shiftMs = fromMs < 0 ? Math.ceil(-fromMs / day) * day : 0;
+  let g = day;
+  for (let i = 1; i < windows.length && g > 1; i++) g = gcd(g, windows[i]!.fromMs + shiftMs);
+  return { bucketMs: g, shiftMs };
+}
+
+function gcd(a: number, b: number): number {
+  a = Math.abs(a);
+  b = Math.abs(b);
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
 }
 
 /**
  * Gauges: the level set by each event holds until the next event of the same customer and
  * group; the level at the range start is carried in from the newest earlier event. Levels hold
  * up to `min(to, max(watermark, last point))`: beyond what is known, nothing is assumed.
+ * ClickHouse summarises the points per bucket nested in the windows, so the edge's work is
+ * linear in windows and buckets, never in points (a per-second gauge over a month is 2.6
+ * million points and one row per minute, hour or day).
  */
 async function gaugeCells(
   deps: UsageDeps,
@@ -322,11 +492,12 @@ async function gaugeCells(
   watermark: number,
   cellOf: (customer: string | undefined, groups: string[]) => Cell,
 ): Promise<number> {
-  const [pointRows, carryRows] = await Promise.all([
+  const { bucketMs, shiftMs } = gaugeBucketing(windows, spec.fromMs);
+  const [bucketRows, carryRows] = await Promise.all([
     withRewrites(deps, spec, "range", (collapse) =>
       queryRows<Record<string, unknown>>(
         deps.clickhouse,
-        usageGaugePoints(deps.database, spec, maxUsageRows + 1, collapse),
+        usageGaugeBuckets(deps.database, spec, bucketMs, shiftMs, maxUsageRows + 1, collapse),
       ),
     ),
     withRewrites(deps, spec, "before", (collapse) =>
@@ -336,11 +507,17 @@ async function gaugeCells(
       ),
     ),
   ]);
-  if (pointRows.length > maxUsageRows || carryRows.length > maxUsageRows) tooManyRows();
+  if (bucketRows.length > maxUsageRows || carryRows.length > maxUsageRows) tooManyRows();
   const text = (v: unknown) => (typeof v === "string" ? v : "");
   const keyOf = (r: Record<string, unknown>) =>
     JSON.stringify([r.u_c ?? null, spec.groupBy.map((_, i) => text(r[`u_g${i}`]))]);
-  const series = new Map<string, { customer: string | undefined; groups: string[]; points: GaugePoint[] }>();
+  interface Series {
+    customer: string | undefined;
+    groups: string[];
+    buckets: GaugeBucket[];
+    carry: bigint | null;
+  }
+  const series = new Map<string, Series>();
   const seriesOf = (r: Record<string, unknown>) => {
     const k = keyOf(r);
     let s = series.get(k);
@@ -348,67 +525,41 @@ async function gaugeCells(
       s = {
         customer: r.u_c === undefined ? spec.customer : text(r.u_c),
         groups: spec.groupBy.map((_, i) => text(r[`u_g${i}`])),
-        points: [],
+        buckets: [],
+        carry: null,
       };
       series.set(k, s);
     }
     return s;
   };
   let invalid = 0;
-  for (const r of pointRows) {
+  // Rows come ordered by series and bucket: each series' buckets are in time order.
+  for (const r of bucketRows) {
     invalid += Number(r.invalid);
-    const ts = r.ts as string[];
-    if (ts.length === 0) continue;
-    const ids = r.ids as string[];
-    const vs = r.vs as string[];
-    const s = seriesOf(r);
-    ts.forEach((t, i) => s.points.push({ ts: Number(t), id: ids[i]!, v: new D(vs[i]!) }));
+    if (Number(r.valid) === 0) continue;
+    seriesOf(r).buckets.push({
+      t1: Number(r.t1),
+      tk: Number(r.tk),
+      lk: toNano(text(r.lk)),
+      mx: toNano(text(r.mx)),
+      inner: BigInt(text(r.inner_hi)) * 10n ** 18n * scale + toNano(text(r.inner_lo)),
+    });
   }
   for (const r of carryRows) {
     if (Number(r.n) === 0) continue;
-    // The carried level starts at the range start: it is the level there.
-    seriesOf(r).points.push({ ts: spec.fromMs, id: "", v: new D(r.v as string) });
+    seriesOf(r).carry = toNano(text(r.v));
   }
   const unitMs = timeUnits[meter.time_unit ?? "hour"];
+  await yieldEvery(bucketRows.length);
   for (const s of series.values()) {
-    // Carry-in first at fromMs (id ""), then by time, ties by id: the same order as `latest`.
-    s.points.sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const last = s.points[s.points.length - 1]!;
-    const horizon = Math.min(spec.toMs, Math.max(watermark, last.ts + 1));
+    const last = s.buckets.length > 0 ? s.buckets[s.buckets.length - 1]!.tk : spec.fromMs;
+    const horizon = Math.min(spec.toMs, Math.max(watermark, last + 1));
     const cell = cellOf(s.customer, s.groups);
-    windows.forEach((w, wi) => {
-      let weighted = new D(0);
-      let covered = 0;
-      let peak: Big | null = null;
-      s.points.forEach((p, i) => {
-        const segEnd = Math.min(s.points[i + 1]?.ts ?? horizon, horizon);
-        const a = Math.max(p.ts, w.fromMs);
-        const b = Math.min(segEnd, w.toMs);
-        // A point inside the window counts for the peak even if the next one follows at once.
-        if (p.ts >= w.fromMs && p.ts < w.toMs && (peak === null || p.v.gt(peak))) peak = p.v;
-        if (b <= a) return;
-        if (peak === null || p.v.gt(peak)) peak = p.v;
-        weighted = weighted.plus(p.v.times(b - a));
-        covered += b - a;
-      });
-      let value: string | null;
-      switch (meter.aggregation) {
-        case "time_weighted_sum":
-          value = covered === 0 ? "0" : fixed(weighted.div(unitMs));
-          break;
-        case "time_weighted_avg":
-          value = covered === 0 ? null : fixed(weighted.div(covered));
-          break;
-        default:
-          value = peak === null ? null : (peak as Big).toFixed();
-      }
-      cell.values.set(wi, value);
-    });
+    const agg = meter.aggregation as "time_weighted_sum" | "time_weighted_avg" | "peak";
+    sweepGauge(windows, s.buckets, s.carry, horizon).forEach((w, wi) =>
+      cell.values.set(wi, gaugeValue(agg, w, unitMs)),
+    );
+    await yieldEvery(windows.length);
   }
   return invalid;
-}
-
-/** A quotient already rounded by the division, without trailing zeros or exponent. */
-function fixed(v: Big): string {
-  return v.toFixed().replace(/^-0$/, "0");
 }

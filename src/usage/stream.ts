@@ -9,6 +9,21 @@ export type StreamUpdate =
   /** The process is shutting down: end the stream (clients reconnect elsewhere). */
   | { kind: "closed" };
 
+/** A live stream was refused: its owner (API key, portal token) or this process holds too many. */
+export class UsageStreamLimitError extends Error {
+  override name = "UsageStreamLimitError";
+  constructor(
+    readonly scope: "owner" | "process",
+    readonly limit: number,
+  ) {
+    super(
+      scope === "owner"
+        ? `at most ${limit} live usage streams may be open at once for one API key or portal token`
+        : `this edge holds its maximum of ${limit} live usage streams`,
+    );
+  }
+}
+
 interface Poller {
   listeners: Set<(u: StreamUpdate) => void>;
   timer: NodeJS.Timeout | null;
@@ -25,6 +40,8 @@ interface Poller {
 export class UsageStreams {
   private readonly pollers = new Map<string, Poller>();
   private subscribers = 0;
+  /** Open streams per owner (`key:<id>`, `portal:<token id>`). */
+  private readonly owners = new Map<string, number>();
 
   constructor(
     private readonly deps: UsageDeps,
@@ -38,6 +55,34 @@ export class UsageStreams {
   /** Open subscriptions. */
   get size(): number {
     return this.subscribers;
+  }
+
+  /** Streams `owner` holds open. */
+  heldBy(owner: string): number {
+    return this.owners.get(owner) ?? 0;
+  }
+
+  /**
+   * Claims one stream for `owner` before the stream starts: throws
+   * {@link UsageStreamLimitError} when the owner already holds `ownerLimit` streams or the
+   * process is at {@link maxSubscribers}. One stream may subscribe to several questions (the
+   * usage page follows every meter on one connection) and counts once for its owner.
+   * @returns release; call it once when the stream ends (further calls do nothing)
+   */
+  acquire(owner: string, ownerLimit: number): () => void {
+    if (this.subscribers >= this.maxSubscribers)
+      throw new UsageStreamLimitError("process", this.maxSubscribers);
+    const held = this.heldBy(owner);
+    if (held >= ownerLimit) throw new UsageStreamLimitError("owner", ownerLimit);
+    this.owners.set(owner, held + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.heldBy(owner) - 1;
+      if (n <= 0) this.owners.delete(owner);
+      else this.owners.set(owner, n);
+    };
   }
 
   /**

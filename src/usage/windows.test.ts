@@ -1,7 +1,15 @@
 import fc from "fast-check";
 import { DateTime } from "luxon";
 import { describe, expect, it } from "vitest";
-import { formatInZone, isValidZone, maxWindows, windowsOf, type Window, type WindowSize } from "./windows.js";
+import {
+  formatInZone,
+  isValidZone,
+  maxWindows,
+  windowsOf,
+  zoneFormatter,
+  type Window,
+  type WindowSize,
+} from "./windows.js";
 
 const at = (iso: string) => Date.parse(iso);
 const HOUR = 3_600_000;
@@ -372,5 +380,97 @@ describe("isValidZone", () => {
     expect(isValidZone("Mars/Olympus_Mons")).toBe(false);
     expect(isValidZone("")).toBe(false);
     expect(isValidZone("Europe/Berlin; DROP TABLE events")).toBe(false);
+  });
+});
+
+/** The implementation before the wall-clock fast path: one luxon DateTime per window. */
+function luxonWindowsOf(fromMs: number, toMs: number, size: WindowSize, tz: string): Window[] {
+  const out: Window[] = [];
+  let start = DateTime.fromMillis(fromMs, { zone: tz }).startOf(size);
+  while (start.toMillis() < toMs) {
+    let next = start;
+    for (let k = 1; next.toMillis() <= start.toMillis(); k++) {
+      next = start.plus({ [`${size}s`]: k }).startOf(size);
+    }
+    out.push({ fromMs: Math.max(start.toMillis(), fromMs), toMs: Math.min(next.toMillis(), toMs) });
+    if (out.length > maxWindows) break;
+    start = next;
+  }
+  return out;
+}
+
+describe("windowsOf and formatInZone equal luxon alone (fast-check)", () => {
+  // Zones with DST, half-hour DST (Lord Howe), non-hour offsets, a skipped day (Apia 2011),
+  // and an offset with seconds (Monrovia, -00:44:30 until 1972).
+  const oddZones = [...zones, "Australia/Lord_Howe", "Pacific/Apia", "Africa/Monrovia", "America/Sao_Paulo"];
+  const sizes = fc.constantFrom<WindowSize>("minute", "hour", "day", "month");
+  const unitMax: Record<WindowSize, number> = {
+    minute: 12 * HOUR,
+    hour: 20 * 24 * HOUR,
+    day: 400 * 24 * HOUR,
+    month: 400 * 24 * HOUR,
+  };
+
+  it("gives the same windows for random ranges, sizes and zones", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: at("1970-01-01T00:00:00Z"), max: at("2040-01-01T00:00:00Z") }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        sizes,
+        fc.constantFrom(...oddZones),
+        (from, frac, size, tz) => {
+          const to = from + 1 + Math.floor(frac * unitMax[size]);
+          expect(windowsOf(from, to, size, tz)).toEqual(luxonWindowsOf(from, to, size, tz));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("gives the same windows around Apia's skipped day, Lord Howe's half hours and Monrovia's 1972 change", () => {
+    const cases: [string, string, string][] = [
+      ["Pacific/Apia", "2011-12-25T00:00:00Z", "2012-01-05T00:00:00Z"],
+      ["Australia/Lord_Howe", "2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z"],
+      ["Australia/Lord_Howe", "2026-10-01T00:00:00Z", "2026-10-10T00:00:00Z"],
+      ["Africa/Monrovia", "1972-01-01T00:00:00Z", "1972-01-14T00:00:00Z"],
+    ];
+    for (const [tz, a, b] of cases) {
+      for (const size of ["minute", "hour", "day", "month"] as const) {
+        const from = at(a);
+        const to = size === "minute" ? from + 5 * 24 * HOUR : at(b);
+        expect(windowsOf(from, to, size, tz), `${tz} ${size}`).toEqual(luxonWindowsOf(from, to, size, tz));
+      }
+    }
+  });
+
+  it("formats instants as luxon does", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: at("1900-01-01T00:00:00Z"), max: at("2100-01-01T00:00:00Z") }),
+        fc.constantFrom(...oddZones),
+        fc.integer({ min: 0, max: 60 * 24 * HOUR }),
+        (ms, tz, span) => {
+          const luxon = DateTime.fromMillis(ms, { zone: tz }).toISO({ suppressMilliseconds: true });
+          expect(formatInZone(ms, tz)).toBe(luxon);
+          // The range formatter, asked about an instant anywhere in its range.
+          expect(zoneFormatter(tz, ms - span, ms + 1)(ms)).toBe(luxon);
+          expect(zoneFormatter(tz, ms, ms + span)(ms)).toBe(luxon);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("builds and formats the most windows an answer may have in well under half a second", () => {
+    const from = at("2026-03-01T00:00:00Z");
+    const t0 = performance.now();
+    const to = from + maxWindows * 60_000;
+    const ws = windowsOf(from, to, "minute", "Europe/Berlin");
+    const format = zoneFormatter("Europe/Berlin", from, to);
+    for (const w of ws) format(w.fromMs);
+    const ms = performance.now() - t0;
+    expect(ws).toHaveLength(maxWindows);
+    // ~40 ms on an idle core; luxon alone took ~1 s for these 10,000 (3 s for a month of minutes).
+    expect(ms).toBeLessThan(500);
   });
 });

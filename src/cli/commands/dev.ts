@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { parseMeters } from "../../catalog/index.js";
 import { createClickHouse, migrate } from "../../clickhouse/index.js";
-import { startClickHouse, startNats } from "../../dev/servers.js";
+import { clickHouseReadUser, startClickHouse, startNats } from "../../dev/servers.js";
 import { createLogger } from "../../observability/index.js";
 import { startEdge } from "../../runtime/edge.js";
 import { startSink } from "../../runtime/sink.js";
@@ -39,6 +39,7 @@ export function registerDevCommand(program: Command): void {
       const config = configOrExit({
         TALLY_NATS_URL: nats.url,
         TALLY_CLICKHOUSE_URL: clickhouse.url,
+        TALLY_CLICKHOUSE_READ_USER: clickHouseReadUser,
         TALLY_HTTP_HOST: "127.0.0.1",
         TALLY_DEV_MODE: "true",
         TALLY_SINK_METRICS_PORT: "0",
