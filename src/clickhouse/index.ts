@@ -13,6 +13,7 @@ export {
   migrations,
   latestSchemaVersion,
   usageAggregate,
+  usageEvidence,
   usageGaugeCarryIn,
   usageGaugeBuckets,
   usageGaugePoints,

@@ -251,6 +251,10 @@ export interface UsageSpec {
   groupBy: readonly string[];
   /** How each row is put in a window (see {@link bucketExpr}). */
   bucket: { size: "none" | "minute" | "hour" | "day" | "month"; tz: string };
+  /** With `customer` omitted: only these customers. */
+  customers?: readonly string[] | undefined;
+  /** Only events received at or before this instant (the close's bitemporal cut). */
+  receivedUpToMs?: number | undefined;
 }
 
 export type UsageFilter =
@@ -319,6 +323,8 @@ function scopeWhere(s: UsageSpec, range: "range" | "before"): string[] {
     range === "range" ? `ts >= ${lit(s.fromMs)} AND ts < ${lit(s.toMs)}` : `ts < ${lit(s.fromMs)}`,
   ];
   if (s.customer !== undefined) where.unshift(`customer = ${lit(s.customer)}`);
+  else if (s.customers !== undefined)
+    where.unshift(`customer IN (${s.customers.map(lit).join(", ") || "''"})`);
   return where;
 }
 
@@ -334,6 +340,8 @@ function scopeWhere(s: UsageSpec, range: "range" | "before"): string[] {
  */
 function dedupedEvents(db: string, s: UsageSpec, range: "range" | "before", collapse: Collapse): string {
   const match = scopeWhere(s, range);
+  // Not in scopeWhere: event_rewrites has no receive time (a rewrite's rows are identical anyway).
+  if (s.receivedUpToMs !== undefined) match.push(`received <= ${lit(s.receivedUpToMs)}`);
   if (s.valueProperty !== undefined) match.push(`has(prop_keys, ${lit(s.valueProperty)})`);
   for (const f of s.filters) match.push(usageFilterSql(f));
   const value = s.valueProperty === undefined ? "''" : prop(s.valueProperty);
@@ -358,6 +366,21 @@ function dedupedEvents(db: string, s: UsageSpec, range: "range" | "before", coll
 
 function groupCols(s: UsageSpec): string[] {
   return [...(s.customer === undefined ? ["u_c"] : []), ...s.groupBy.map((_, i) => `u_g${i}`)];
+}
+
+/**
+ * The evidence behind a usage number: per customer, how many distinct events the meter matched
+ * and an order-independent digest of their ids (`idDigest` in usage/evidence.ts computes the
+ * same from a list): the sums, modulo 2^64, of the first and of the second 8 bytes of each id's
+ * SHA-256 read as little-endian unsigned integers. Rows `u_c, n, d1, d2`.
+ */
+export function usageEvidence(db: string, s: UsageSpec, collapse: Collapse = { kind: "all" }): string {
+  const h = "SHA256(u_id)";
+  return `SELECT u_c, toString(count()) AS n,
+  toString(sum(reinterpretAsUInt64(substring(${h}, 1, 8)))) AS d1,
+  toString(sum(reinterpretAsUInt64(substring(${h}, 9, 8)))) AS d2
+FROM (${dedupedEvents(db, { ...s, groupBy: [] }, "range", collapse)})
+GROUP BY u_c`;
 }
 
 /** Rows `u_c?, u_g*, bucket, value, valid, invalid` of an aggregation computed in ClickHouse. */

@@ -1,5 +1,6 @@
-export { maxUsageRows, queryUsage, twDecimals, UsageRequestError } from "./query.js";
-export type { UsageDeps, UsageRequest, UsageResult, UsageRow } from "./query.js";
+export { maxUsageRows, queryEvidence, queryUsage, twDecimals, UsageRequestError } from "./query.js";
+export type { UsageDeps, UsageEvidence, UsageRequest, UsageResult, UsageRow } from "./query.js";
+export { digestHex, idDigest } from "./evidence.js";
 export {
   formatInZone,
   isValidZone,

@@ -5,6 +5,7 @@ import { gaugeAggregations, numericAggregations, timeUnits, type Meter } from ".
 import {
   queryRows,
   usageAggregate,
+  usageEvidence,
   usageGaugeBuckets,
   usageGaugeCarryIn,
   usageRewriteCount,
@@ -14,6 +15,7 @@ import {
   type UsageFilter,
   type UsageSpec,
 } from "../clickhouse/index.js";
+import { digestHex } from "./evidence.js";
 import {
   formatInZone,
   maxWindows,
@@ -50,6 +52,15 @@ export interface UsageRequest {
   tz?: string | undefined;
   /** Dimensions to split by; each must be one of the meter's `group_by`. @default [] */
   groupBy?: readonly string[] | undefined;
+  /** With `customer` omitted: only these customers (the close asks for one batch at a time). */
+  customers?: readonly string[] | undefined;
+  /**
+   * Only events received at or before this instant: the close's bitemporal cut, so re-running
+   * it reads the same events whatever arrived since. @default every stored event
+   */
+  receivedUpToMs?: number | undefined;
+  /** Most rows of the answer. @default maxUsageRows */
+  maxRows?: number | undefined;
 }
 
 /** One value of one window (and group, and customer when all customers were asked for). */
@@ -146,7 +157,10 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
     filters: (meter.filters ?? []).map(toSqlFilter),
     groupBy,
     bucket: { size: req.window ?? "none", tz },
+    customers: req.customer === undefined ? req.customers : undefined,
+    receivedUpToMs: req.receivedUpToMs,
   };
+  const limit = req.maxRows ?? maxUsageRows;
   const cells = new Map<string, Cell>();
   const cellOf = (customer: string | undefined, groups: string[]) => {
     const k = JSON.stringify([customer ?? null, groups]);
@@ -157,15 +171,15 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   let invalid = 0;
 
   if (gaugeAggregations.has(meter.aggregation)) {
-    invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf);
+    invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf, limit);
   } else {
     const rows = await withRewrites(deps, spec, "range", (collapse) =>
       queryRows<Record<string, string>>(
         deps.clickhouse,
-        usageAggregate(deps.database, spec, meter.aggregation as SqlAggregation, maxUsageRows + 1, collapse),
+        usageAggregate(deps.database, spec, meter.aggregation as SqlAggregation, limit + 1, collapse),
       ),
     );
-    if (rows.length > maxUsageRows) tooManyRows();
+    if (rows.length > limit) tooManyRows(limit);
     for (const r of rows) {
       invalid += Number(r.invalid);
       const cell = cellOf(
@@ -201,7 +215,7 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
       if (groupBy.length > 0) row.groups = Object.fromEntries(groupBy.map((g, j) => [g, c.groups[j] ?? ""]));
       data.push(row);
     });
-    if (data.length > maxUsageRows) tooManyRows();
+    if (data.length > limit) tooManyRows(limit);
     await yieldEvery(windows.length);
   }
   return {
@@ -262,10 +276,10 @@ async function yieldEvery(work: number): Promise<void> {
 }
 let yieldBudget = 5_000;
 
-function tooManyRows(): never {
+function tooManyRows(limit: number): never {
   throw new UsageRequestError(
     "window",
-    `the answer would have more than ${maxUsageRows} rows (windows × groups × customers); use a larger window, a shorter range or fewer dimensions`,
+    `the answer would have more than ${limit} rows (windows × groups × customers); use a larger window, a shorter range or fewer dimensions`,
   );
 }
 
@@ -491,23 +505,24 @@ async function gaugeCells(
   windows: readonly Window[],
   watermark: number,
   cellOf: (customer: string | undefined, groups: string[]) => Cell,
+  limit: number,
 ): Promise<number> {
   const { bucketMs, shiftMs } = gaugeBucketing(windows, spec.fromMs);
   const [bucketRows, carryRows] = await Promise.all([
     withRewrites(deps, spec, "range", (collapse) =>
       queryRows<Record<string, unknown>>(
         deps.clickhouse,
-        usageGaugeBuckets(deps.database, spec, bucketMs, shiftMs, maxUsageRows + 1, collapse),
+        usageGaugeBuckets(deps.database, spec, bucketMs, shiftMs, limit + 1, collapse),
       ),
     ),
     withRewrites(deps, spec, "before", (collapse) =>
       queryRows<Record<string, unknown>>(
         deps.clickhouse,
-        usageGaugeCarryIn(deps.database, spec, maxUsageRows + 1, collapse),
+        usageGaugeCarryIn(deps.database, spec, limit + 1, collapse),
       ),
     ),
   ]);
-  if (bucketRows.length > maxUsageRows || carryRows.length > maxUsageRows) tooManyRows();
+  if (bucketRows.length > limit || carryRows.length > limit) tooManyRows(limit);
   const text = (v: unknown) => (typeof v === "string" ? v : "");
   const keyOf = (r: Record<string, unknown>) =>
     JSON.stringify([r.u_c ?? null, spec.groupBy.map((_, i) => text(r[`u_g${i}`]))]);
@@ -562,4 +577,44 @@ async function gaugeCells(
     await yieldEvery(windows.length);
   }
   return invalid;
+}
+
+/** The evidence behind one customer's number (see {@link queryEvidence}). */
+export interface UsageEvidence {
+  /** Distinct events the meter matched. */
+  eventCount: number;
+  /** `idDigest` of their ids (32 hex characters). */
+  idDigest: string;
+}
+
+/**
+ * Per customer, the events behind {@link queryUsage}'s number for the same request: how many,
+ * and an order-independent digest of their ids, computed in ClickHouse over exactly the rows the
+ * number was computed from (the same scope, filters, receive cut and collapse of rewritten ids).
+ * For gauges these are the events inside the range (the level carried in from before is not).
+ */
+export async function queryEvidence(deps: UsageDeps, req: UsageRequest): Promise<Map<string, UsageEvidence>> {
+  const { meter } = req;
+  const spec: UsageSpec = {
+    eventType: meter.event_type,
+    customer: req.customer,
+    fromMs: req.fromMs,
+    toMs: req.toMs,
+    valueProperty: meter.value_property,
+    numeric: numericAggregations.has(meter.aggregation),
+    filters: (meter.filters ?? []).map(toSqlFilter),
+    groupBy: [],
+    bucket: { size: "none", tz: "UTC" },
+    customers: req.customer === undefined ? req.customers : undefined,
+    receivedUpToMs: req.receivedUpToMs,
+  };
+  const rows = await withRewrites(deps, spec, "range", (collapse) =>
+    queryRows<{ u_c: string; n: string; d1: string; d2: string }>(
+      deps.clickhouse,
+      usageEvidence(deps.database, spec, collapse),
+    ),
+  );
+  return new Map(
+    rows.map((r) => [r.u_c, { eventCount: Number(r.n), idDigest: digestHex(BigInt(r.d1), BigInt(r.d2)) }]),
+  );
 }
