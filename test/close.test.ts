@@ -151,6 +151,31 @@ describe("the billing close", () => {
     });
     expect(line("tokens").snapshot?.id_digest).toBe(idDigest(["t2", "t1"]));
 
+    // Anyone can list the events behind a line and recompute its digest.
+    const ids: string[] = [];
+    let cursor = "";
+    for (let page = 0; page < 10; page++) {
+      const r = await get(
+        edge,
+        `/v1/invoices/${first.id}/lines/${line("calls").number}/events?limit=7${cursor}`,
+      );
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({
+        event_count: 30,
+        id_digest: line("calls").snapshot!.id_digest,
+        matches_line: true,
+      });
+      ids.push(...r.body.data.map((e: { id: string }) => e.id));
+      if (r.body.next_cursor === null) break;
+      cursor = `&cursor=${r.body.next_cursor}`;
+    }
+    expect(ids).toHaveLength(30);
+    expect(idDigest(ids)).toBe(line("calls").snapshot!.id_digest);
+    expect((await get(edge, `/v1/invoices/${first.id}/lines/${line("base").number}/events`)).status).toBe(
+      400,
+    );
+    expect((await get(edge, `/v1/invoices/${first.id}/lines/99/events`)).status).toBe(404);
+
     // Running the close again changes nothing.
     const again = await closeDue(deps, Date.now());
     expect(again.finalized).toEqual([]);
@@ -180,6 +205,9 @@ describe("the billing close", () => {
       true_up: { invoice: first.id, billed_quantity: "30", billed_amount: 60 },
     });
     expect(trueUps[0]!.snapshot?.event_count).toBe(35);
+    const behind = await get(edge, `/v1/invoices/${second.id}/lines/${trueUps[0]!.number}/events?limit=100`);
+    expect(behind.body).toMatchObject({ event_count: 35, matches_line: true, period: { start: iso(P1) } });
+    expect(idDigest(behind.body.data.map((e: { id: string }) => e.id))).toBe(trueUps[0]!.snapshot!.id_digest);
     expect(second.total).toBe(100 + 20 + 10);
     // Billed once: the first invoice is unchanged, and closing again adds nothing.
     expect(await deps.invoices.get(first.id)).toEqual(first);

@@ -30,6 +30,8 @@ export class InvoiceConflict extends Error {
 export interface InvoiceStoreFaults {
   /** Called after numbers were claimed and `finalized` invoices were written (0 = right after the claim). */
   afterFinalized?: (finalizedSoFar: number) => void;
+  /** Called after each draft was stored, with how many so far. */
+  afterDraft?: (draftsSoFar: number) => void;
 }
 
 /**
@@ -45,6 +47,8 @@ export interface InvoiceStoreFaults {
  * finalization (by any process) completes first: no number is skipped, none is used twice.
  */
 export class InvoiceStore {
+  private draftsStored = 0;
+
   private constructor(
     private readonly kv: KV,
     private readonly log: Logger | undefined,
@@ -83,6 +87,7 @@ export class InvoiceStore {
         if (e === null) await this.kv.create(key, JSON.stringify(draft));
         else await this.kv.update(key, JSON.stringify(draft), e.revision);
         await this.putSummary(draft);
+        this.faults.afterDraft?.(++this.draftsStored);
         return draft;
       } catch (err: unknown) {
         if (attempt >= 5) throw err;

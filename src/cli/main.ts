@@ -5,6 +5,7 @@ import { registerCatalogCommand } from "./commands/catalog.js";
 import { registerCloseCommand } from "./commands/close.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerDlqCommand } from "./commands/dlq.js";
+import { registerInvoicesCommand } from "./commands/invoices.js";
 import { registerKeysCommand } from "./commands/keys.js";
 import { registerRateCommand } from "./commands/rate.js";
 import { registerServeCommands } from "./commands/serve.js";
@@ -19,6 +20,7 @@ registerKeysCommand(program);
 registerCatalogCommand(program);
 registerRateCommand(program);
 registerCloseCommand(program);
+registerInvoicesCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   createLogger("cli", "error").fatal({ err }, "command failed");

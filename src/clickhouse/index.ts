@@ -14,6 +14,7 @@ export {
   latestSchemaVersion,
   usageAggregate,
   usageEvidence,
+  usageEventPage,
   usageGaugeCarryIn,
   usageGaugeBuckets,
   usageGaugePoints,

@@ -383,6 +383,20 @@ FROM (${dedupedEvents(db, { ...s, groupBy: [] }, "range", collapse)})
 GROUP BY u_c`;
 }
 
+/** The events behind a usage number, by id (a page after `afterId`): rows `u_id, u_ts, u_v`. */
+export function usageEventPage(
+  db: string,
+  s: UsageSpec,
+  afterId: string | undefined,
+  limit: number,
+  collapse: Collapse = { kind: "all" },
+): string {
+  return `SELECT u_id, toString(u_ts) AS u_ts, u_v
+FROM (${dedupedEvents(db, { ...s, groupBy: [] }, "range", collapse)})
+${afterId === undefined ? "" : `WHERE u_id > ${lit(afterId)}`}
+ORDER BY u_id LIMIT ${lit(limit)}`;
+}
+
 /** Rows `u_c?, u_g*, bucket, value, valid, invalid` of an aggregation computed in ClickHouse. */
 export function usageAggregate(
   db: string,

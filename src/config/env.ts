@@ -104,6 +104,8 @@ export const envSchema = z.object({
     .default("1h"),
   /** How often the close role looks for due periods (ms). */
   TALLY_CLOSE_INTERVAL_MS: int(60_000, 1000),
+  /** The close role's leader lease: another close process takes over within about this after one dies. */
+  TALLY_CLOSE_LEASE_TTL_MS: int(30_000, 1000),
   /** Invoice number prefix (`TALLY` → `TALLY-000042`); numbers are gapless per prefix. */
   TALLY_INVOICE_PREFIX: z
     .string()
@@ -121,6 +123,12 @@ export const envSchema = z.object({
    * claimed a meter version, before writing the version's history record. Never set this in production.
    */
   TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM: bool(false),
+  /**
+   * Fault injection for crash tests only: the close SIGKILLs itself after storing its Nth draft
+   * (`TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS`) or finalizing its Nth invoice (`..._AFTER_FINALIZED`); 0 = off.
+   */
+  TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS: int(0, 0),
+  TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED: int(0, 0),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -172,7 +180,15 @@ export interface Config {
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
     crashAfterInsert: number;
   };
-  close: { graceMs: number; intervalMs: number; invoicePrefix: string };
+  close: {
+    graceMs: number;
+    intervalMs: number;
+    leaseTtlMs: number;
+    invoicePrefix: string;
+    /** See TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS / _FINALIZED. */
+    crashAfterDrafts: number;
+    crashAfterFinalized: number;
+  };
   /** See TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM. */
   crashAfterCatalogClaim: boolean;
 }
@@ -255,7 +271,10 @@ export function toConfig(e: Env): Config {
     close: {
       graceMs: parseDuration(e.TALLY_CLOSE_GRACE),
       intervalMs: e.TALLY_CLOSE_INTERVAL_MS,
+      leaseTtlMs: e.TALLY_CLOSE_LEASE_TTL_MS,
       invoicePrefix: e.TALLY_INVOICE_PREFIX,
+      crashAfterDrafts: e.TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS,
+      crashAfterFinalized: e.TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED,
     },
     crashAfterCatalogClaim: e.TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM,
   };

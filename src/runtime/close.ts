@@ -8,8 +8,11 @@ import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running close role. */
 export interface RunningClose {
-  /** Runs one close now (if this process is the leader) and resolves with what it did. */
-  runOnce(opts?: { dryRun?: boolean }): Promise<CloseReport | null>;
+  /**
+   * Runs one close now if this process is (or, within `waitMs`, becomes) the leader, and resolves
+   * with what it did; null when another close process kept the lease.
+   */
+  runOnce(opts?: { dryRun?: boolean; waitMs?: number }): Promise<CloseReport | null>;
   invoices: InvoiceStore;
   catalog: CatalogStore;
   stop(): Promise<void>;
@@ -37,7 +40,13 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   const watermarks = new Watermarks(jsm, names, config.nats.partitions, 200, log);
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
-  const invoices = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
+  const { crashAfterDrafts, crashAfterFinalized } = config.close;
+  const die = () => process.kill(process.pid, "SIGKILL");
+  const invoices = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log, {
+    // Fault injection for crash tests (TALLY_FAULT_CLOSE_CRASH_AFTER_*); off in production.
+    ...(crashAfterDrafts > 0 ? { afterDraft: (n: number) => n === crashAfterDrafts && die() } : {}),
+    ...(crashAfterFinalized > 0 ? { afterFinalized: (n: number) => n === crashAfterFinalized && die() } : {}),
+  });
   const lease = await LeaderLease.open(
     js,
     names.closeBucket,
@@ -59,9 +68,13 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   };
 
   let running: Promise<CloseReport | null> = Promise.resolve(null);
-  const runOnce = (opts: { dryRun?: boolean } = {}) => {
+  const runOnce = (opts: { dryRun?: boolean; waitMs?: number } = {}) => {
     running = running.then(async () => {
-      if (!(await lease.acquireOrRenew())) return null;
+      const deadline = Date.now() + (opts.waitMs ?? 0);
+      while (!(await lease.acquireOrRenew())) {
+        if (Date.now() >= deadline) return null;
+        await new Promise((r) => setTimeout(r, 500));
+      }
       const started = Date.now();
       const report = await closeDue(deps, Date.now(), opts);
       log.info(

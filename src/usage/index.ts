@@ -1,5 +1,19 @@
-export { maxUsageRows, queryEvidence, queryUsage, twDecimals, UsageRequestError } from "./query.js";
-export type { UsageDeps, UsageEvidence, UsageRequest, UsageResult, UsageRow } from "./query.js";
+export {
+  listEvidence,
+  maxUsageRows,
+  queryEvidence,
+  queryUsage,
+  twDecimals,
+  UsageRequestError,
+} from "./query.js";
+export type {
+  EvidenceEvent,
+  UsageDeps,
+  UsageEvidence,
+  UsageRequest,
+  UsageResult,
+  UsageRow,
+} from "./query.js";
 export { digestHex, idDigest } from "./evidence.js";
 export {
   formatInZone,

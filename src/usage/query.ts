@@ -6,6 +6,7 @@ import {
   queryRows,
   usageAggregate,
   usageEvidence,
+  usageEventPage,
   usageGaugeBuckets,
   usageGaugeCarryIn,
   usageRewriteCount,
@@ -594,8 +595,49 @@ export interface UsageEvidence {
  * For gauges these are the events inside the range (the level carried in from before is not).
  */
 export async function queryEvidence(deps: UsageDeps, req: UsageRequest): Promise<Map<string, UsageEvidence>> {
+  const spec = evidenceSpec(req);
+  const rows = await withRewrites(deps, spec, "range", (collapse) =>
+    queryRows<{ u_c: string; n: string; d1: string; d2: string }>(
+      deps.clickhouse,
+      usageEvidence(deps.database, spec, collapse),
+    ),
+  );
+  return new Map(
+    rows.map((r) => [r.u_c, { eventCount: Number(r.n), idDigest: digestHex(BigInt(r.d1), BigInt(r.d2)) }]),
+  );
+}
+
+/** One event behind a usage number. */
+export interface EvidenceEvent {
+  id: string;
+  time: string;
+  /** The meter's value property as stored ("" for `count`). */
+  value: string;
+}
+
+/**
+ * A page of the events behind {@link queryUsage}'s number for one customer (ordered by id, the
+ * page after `afterId`): the list an auditor recomputes a line's `id_digest` from.
+ */
+export async function listEvidence(
+  deps: UsageDeps,
+  req: UsageRequest & { customer: string },
+  afterId: string | undefined,
+  limit: number,
+): Promise<EvidenceEvent[]> {
+  const spec = evidenceSpec(req);
+  const rows = await withRewrites(deps, spec, "range", (collapse) =>
+    queryRows<{ u_id: string; u_ts: string; u_v: string }>(
+      deps.clickhouse,
+      usageEventPage(deps.database, spec, afterId, limit, collapse),
+    ),
+  );
+  return rows.map((r) => ({ id: r.u_id, time: new Date(Number(r.u_ts)).toISOString(), value: r.u_v }));
+}
+
+function evidenceSpec(req: UsageRequest): UsageSpec {
   const { meter } = req;
-  const spec: UsageSpec = {
+  return {
     eventType: meter.event_type,
     customer: req.customer,
     fromMs: req.fromMs,
@@ -608,13 +650,4 @@ export async function queryEvidence(deps: UsageDeps, req: UsageRequest): Promise
     customers: req.customer === undefined ? req.customers : undefined,
     receivedUpToMs: req.receivedUpToMs,
   };
-  const rows = await withRewrites(deps, spec, "range", (collapse) =>
-    queryRows<{ u_c: string; n: string; d1: string; d2: string }>(
-      deps.clickhouse,
-      usageEvidence(deps.database, spec, collapse),
-    ),
-  );
-  return new Map(
-    rows.map((r) => [r.u_c, { eventCount: Number(r.n), idDigest: digestHex(BigInt(r.d1), BigInt(r.d2)) }]),
-  );
 }

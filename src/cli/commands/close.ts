@@ -52,9 +52,13 @@ export function registerCloseCommand(program: Command): void {
       }
       const close = await startClose(config, log, false);
       try {
-        const report = await close.runOnce({ dryRun: opts.dryRun === true });
+        // A close that died holds the lease until it expires: wait that long for it.
+        const report = await close.runOnce({
+          dryRun: opts.dryRun === true,
+          waitMs: config.close.leaseTtlMs + 1000,
+        });
         if (report === null) {
-          process.stderr.write("another close process holds the leader lease; nothing done\n");
+          process.stderr.write("another close process kept the leader lease; nothing done\n");
           process.exitCode = 3;
           return;
         }

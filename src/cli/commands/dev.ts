@@ -1,11 +1,12 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { parseMeters } from "../../catalog/index.js";
+import { parseCatalogDocument } from "../../catalog/index.js";
 import { createClickHouse, migrate } from "../../clickhouse/index.js";
 import { clickHouseReadUser, startClickHouse, startNats } from "../../dev/servers.js";
 import { createLogger } from "../../observability/index.js";
 import { startEdge } from "../../runtime/edge.js";
+import { startClose } from "../../runtime/close.js";
 import { startSink } from "../../runtime/sink.js";
 import { configOrExit } from "../config.js";
 import { onShutdown } from "./serve.js";
@@ -49,7 +50,9 @@ export function registerDevCommand(program: Command): void {
       await ch.close();
       const edge = await startEdge(config, log.child({ role: "edge" }));
       const sink = await startSink(config, log.child({ role: "sink" }));
+      const close = await startClose(config, log.child({ role: "close" }));
       onShutdown(log, async () => {
+        await close.stop();
         await edge.stop();
         await sink.stop();
         await Promise.all([nats.stop(), clickhouse.stop()]);
@@ -58,8 +61,12 @@ export function registerDevCommand(program: Command): void {
       const now = new Date().toISOString();
       // A first run gets the example meters, so usage and the portal show something at once.
       if (edge.catalog.list().length === 0) {
-        const applied = await edge.catalog.apply(parseMeters(readFileSync(exampleCatalog, "utf8")));
-        log.info({ meters: applied.map((a) => a.key) }, "applied the example meters (examples/plan.yaml)");
+        const text = readFileSync(exampleCatalog, "utf8");
+        const applied = await edge.catalog.applyDocument(parseCatalogDocument(text, edge.catalog.lookup()));
+        log.info(
+          { meters: applied.meters.map((a) => a.key), plans: applied.plans.map((a) => a.key) },
+          "applied the example catalog (examples/plan.yaml)",
+        );
       }
       const portal = edge.portalTokens.issue("acme", 7 * 24 * 3600).token;
       process.stderr.write(

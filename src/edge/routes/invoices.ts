@@ -2,6 +2,7 @@ import type { Hono } from "hono";
 import { z } from "zod";
 import type { InvoiceIndex, InvoiceStore } from "../../billing/index.js";
 import { ApiError } from "../../lib/errors.js";
+import { listEvidence, queryEvidence } from "../../usage/index.js";
 import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
 import type { EdgeEnv } from "../context.js";
@@ -25,6 +26,19 @@ const listQuery = z
 
 const cursorSchema = z.object({ period_start: z.string(), id: z.string() }).strict();
 
+const eventsQuery = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+    cursor: z.string().max(2000).optional(),
+  })
+  .strict();
+
+function badCursor(): ApiError {
+  return new ApiError("invalid_request", "cursor: not a cursor returned by this API", {
+    errors: [{ field: "cursor", code: "invalid", message: "not a cursor returned by this API" }],
+  });
+}
+
 /** Invoices (scope `read`): list with filters and cursor pagination, and one invoice with its lines. */
 export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices: EdgeInvoices): void {
   app.get("/v1/invoices", requireScope(deps.keys, "read"), (c) => {
@@ -34,9 +48,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
       try {
         after = cursorSchema.parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
       } catch {
-        throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", {
-          errors: [{ field: "cursor", code: "invalid", message: "not a cursor returned by this API" }],
-        });
+        throw badCursor();
       }
     }
     const page = invoices.index.list(
@@ -59,5 +71,64 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
     const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await invoices.store.get(id) : null;
     if (inv === null) throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
     return c.json(inv);
+  });
+
+  /**
+   * The events behind one invoice line (its usage snapshot): the meter version, customer,
+   * service period and receive cutoff the line was computed from, read again, with the event
+   * count and id digest over all of them, so anyone can check the line: the digest is
+   * recomputable from the listed ids (README "Invoices"). Paged by id.
+   */
+  app.get("/v1/invoices/:id/lines/:n/events", requireScope(deps.keys, "read"), async (c) => {
+    const id = c.req.param("id");
+    const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await invoices.store.get(id) : null;
+    if (inv === null) throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
+    const n = Number(c.req.param("n"));
+    const line = inv.lines.find((l) => l.number === n);
+    if (line === undefined) throw new ApiError("not_found", `invoice ${id} has no line ${c.req.param("n")}`);
+    const snap = line.snapshot;
+    if (snap === undefined) {
+      throw new ApiError("invalid_request", `line ${n} is not a usage line; it has no events`, {
+        errors: [{ field: "n", code: "invalid", message: "not a usage line" }],
+      });
+    }
+    const q = parseWith(eventsQuery, c.req.query());
+    let after: string | undefined;
+    if (q.cursor !== undefined) {
+      try {
+        after = z.string().parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
+      } catch {
+        throw badCursor();
+      }
+    }
+    const meter = await deps.catalog.meters.version(snap.meter, snap.meter_version);
+    if (meter === undefined)
+      throw new ApiError("not_found", `meter ${snap.meter} version ${snap.meter_version} is gone`);
+    const req = {
+      meter,
+      customer: inv.customer,
+      fromMs: Date.parse(line.period.start),
+      toMs: Date.parse(line.period.end),
+      receivedUpToMs: Date.parse(snap.cutoff),
+    };
+    const [evidence, events] = await Promise.all([
+      queryEvidence(deps.usage, req),
+      listEvidence(deps.usage, req, after, q.limit),
+    ]);
+    const total = evidence.get(inv.customer) ?? { eventCount: 0, idDigest: "0".repeat(32) };
+    const last = events.length === q.limit ? events.at(-1) : undefined;
+    return c.json({
+      invoice: inv.id,
+      line: n,
+      meter: snap.meter,
+      meter_version: snap.meter_version,
+      period: line.period,
+      cutoff: snap.cutoff,
+      event_count: total.eventCount,
+      id_digest: total.idDigest,
+      matches_line: total.eventCount === snap.event_count && total.idDigest === snap.id_digest,
+      data: events,
+      next_cursor: last ? Buffer.from(JSON.stringify(last.id)).toString("base64url") : null,
+    });
   });
 }
