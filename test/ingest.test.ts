@@ -279,9 +279,9 @@ describe("errors", () => {
       customer: "c",
     }));
     expect((await post(edge, many)).status).toBe(413);
-    expect((await get(edge, "/v1/events?limit=0")).body.error.details[0].field).toBe("limit");
-    expect((await get(edge, "/v1/events?from=yesterday")).body.error.details[0].field).toBe("from");
-    expect((await get(edge, "/v1/events?cursor=zzz")).body.error.details[0].field).toBe("cursor");
+    expect((await get(edge, "/v1/events?limit=0")).body.error.details.errors[0].field).toBe("limit");
+    expect((await get(edge, "/v1/events?from=yesterday")).body.error.details.errors[0].field).toBe("from");
+    expect((await get(edge, "/v1/events?cursor=zzz")).body.error.details.errors[0].field).toBe("cursor");
   });
 });
 
@@ -370,7 +370,7 @@ describe("parameters and headers", () => {
       for (const [field, query] of cases) {
         const r = await get(edge, `${path}${query}`);
         expect([r.status, r.body.error?.code], `${path}${query}`).toEqual([400, "invalid_request"]);
-        expect(r.body.error.details[0].field).toBe(field);
+        expect(r.body.error.details.errors[0].field).toBe(field);
       }
     }
     const edgeOfRange = await get(edge, "/v1/events/count?from=0&to=9999-12-31T23:59:59.999Z");
@@ -396,10 +396,12 @@ describe("parameters and headers", () => {
     });
     expect(res.status).toBe(400);
     const body = (await res.json()) as any;
-    expect(body.error.details).toEqual([
-      { field: "extra", code: "unknown_field", message: "unknown field" },
-      { field: "other", code: "unknown_field", message: "unknown field" },
-    ]);
+    expect(body.error.details).toEqual({
+      errors: [
+        { field: "extra", code: "unknown_field", message: "unknown field" },
+        { field: "other", code: "unknown_field", message: "unknown field" },
+      ],
+    });
     expect(body.error.message).toBe("extra: unknown field; other: unknown field");
   });
 });

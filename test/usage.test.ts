@@ -349,7 +349,7 @@ describe("errors", () => {
       const r = await usage(params);
       expect(r.status, JSON.stringify(params)).toBe(status);
       expect(
-        r.body.error.details.map((d: { field: string }) => d.field),
+        r.body.error.details.errors.map((d: { field: string }) => d.field),
         JSON.stringify(params),
       ).toContain(field);
     }
@@ -359,7 +359,7 @@ describe("errors", () => {
     const bad = `meters:\n  - key: ok_one\n    event_type: x\n    aggregation: count\n  - key: Bad Key\n    event_type: x\n    aggregation: average\n    filters: [{ property: a }]\n`;
     const r = await request("/v1/catalog", { method: "POST", body: bad });
     expect(r.status).toBe(400);
-    const fields = r.body.error.details.map((d: { field: string }) => d.field);
+    const fields = r.body.error.details.errors.map((d: { field: string }) => d.field);
     expect(fields).toEqual(
       expect.arrayContaining(["meters[1].key", "meters[1].aggregation", "meters[1].filters[0]"]),
     );
@@ -369,7 +369,7 @@ describe("errors", () => {
       body: JSON.stringify({ event_type: "x", aggregation: "sum" }),
     });
     expect(sumWithoutProperty.status).toBe(400);
-    expect(sumWithoutProperty.body.error.details[0].field).toBe("value_property");
+    expect(sumWithoutProperty.body.error.details.errors[0].field).toBe("value_property");
   });
 });
 
@@ -444,7 +444,7 @@ describe("security", () => {
       body: JSON.stringify({ customer: acme, expires_in: 10 ** 9 }),
     });
     expect(bad.status).toBe(400);
-    expect(bad.body.error.details[0].field).toBe("expires_in");
+    expect(bad.body.error.details.errors[0].field).toBe("expires_in");
   });
 });
 

@@ -37,7 +37,8 @@ export class ApiError extends Error {
   constructor(code: ErrorCode, message: string, details?: unknown, retryAfterSeconds?: number) {
     super(message);
     this.code = code;
-    this.details = details;
+    // One envelope (STYLE.md): field errors always travel as `details.errors`, whoever throws.
+    this.details = Array.isArray(details) ? { errors: details } : details;
     this.retryAfterSeconds = retryAfterSeconds;
   }
 
