@@ -50,7 +50,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   const lease = await LeaderLease.open(
     js,
     names.closeBucket,
-    Math.max(15_000, config.close.intervalMs * 3),
+    config.close.leaseTtlMs,
     config.nats.replicas,
     log,
   );

@@ -52,10 +52,11 @@ export function registerCloseCommand(program: Command): void {
       }
       const close = await startClose(config, log, false);
       try {
-        // A close that died holds the lease until it expires: wait that long for it.
+        // A close that died holds the lease until the server expires it (its TTL, plus the
+        // server's expiry timer): wait up to twice that for it.
         const report = await close.runOnce({
           dryRun: opts.dryRun === true,
-          waitMs: config.close.leaseTtlMs + 1000,
+          waitMs: 2 * config.close.leaseTtlMs + 1000,
         });
         if (report === null) {
           process.stderr.write("another close process kept the leader lease; nothing done\n");
