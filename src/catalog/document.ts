@@ -2,13 +2,12 @@ import { z } from "zod";
 import {
   duplicateKeyIssues,
   issuesFromZod,
-  parseYamlExact,
   planSchema,
   type Plan,
   type RatingIssue,
 } from "../rating/index.js";
 import { customerSchema, type Customer } from "./customer.js";
-import { CatalogInputError } from "./file.js";
+import { CatalogInputError, parseCatalogText } from "./file.js";
 import { meterSchema, type MeterDefinition } from "./meter.js";
 import { subscriptionSchema, type Subscription } from "./subscription.js";
 
@@ -64,15 +63,7 @@ export interface CatalogLookup {
  * @throws CatalogInputError naming each bad field (`subscriptions[3].plan`); nothing is applied.
  */
 export function parseCatalogDocument(text: string, stored: CatalogLookup): CatalogDocument {
-  let doc: unknown;
-  try {
-    doc = parseYamlExact(text);
-  } catch (err: unknown) {
-    throw new CatalogInputError(
-      (err as { issues?: RatingIssue[] }).issues ?? [{ path: "", message: String(err) }],
-    );
-  }
-  return validateCatalogDocument(doc, stored);
+  return validateCatalogDocument(parseCatalogText(text), stored);
 }
 
 /** {@link parseCatalogDocument} for an already-parsed document (a JSON body). */

@@ -30,15 +30,18 @@ const metersSection = z
  * ```
  */
 export function parseMeters(text: string): MeterDefinition[] {
-  let doc: unknown;
+  return validateMeters(parseCatalogText(text));
+}
+
+/** YAML or JSON text of a catalog document, parsed with numbers kept exact. */
+export function parseCatalogText(text: string): unknown {
   try {
-    doc = parseYamlExact(text);
+    return parseYamlExact(text);
   } catch (err: unknown) {
     throw new CatalogInputError(
       (err as { issues?: RatingIssue[] }).issues ?? [{ path: "", message: String(err) }],
     );
   }
-  return validateMeters(doc);
 }
 
 /** Validates an already-parsed catalog document (`{ meters: [...] }`). */

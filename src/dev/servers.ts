@@ -239,7 +239,10 @@ function spawnServer(
   // The server must end with the process that started it, even one killed with SIGKILL (no exit
   // handler runs then): on Linux, `setpriv --pdeathsig` makes the kernel send it SIGTERM (a clean
   // shutdown) when its parent dies. setpriv execs the server, so the pid stays the server's.
-  const [file, argv] = deathSignal ? ["setpriv", ["--pdeathsig", "TERM", "--", bin, ...args]] : [bin, args];
+  // Only for detached servers (`tally dev`): they are out of our process group, so nothing else
+  // would stop them. Test servers stay in the runner's group and are stopped by its teardown.
+  const [file, argv] =
+    detached && deathSignal ? ["setpriv", ["--pdeathsig", "TERM", "--", bin, ...args]] : [bin, args];
   const child = spawn(file, argv, { cwd, stdio: ["ignore", "ignore", "pipe"], detached });
   writeFileSync(pidFile, String(child.pid));
   let tail = "";

@@ -54,3 +54,24 @@ export function parseWith<T extends z.ZodType>(schema: T, input: unknown): z.inf
   }
   return r.data;
 }
+
+/**
+ * Encodes a list position as an opaque cursor (base64url JSON), for `next_cursor`.
+ */
+export function encodeCursor(position: unknown): string {
+  return Buffer.from(JSON.stringify(position)).toString("base64url");
+}
+
+/**
+ * Decodes a `cursor` query parameter made by {@link encodeCursor}; anything else is a 400
+ * naming `cursor`.
+ */
+export function decodeCursor<T extends z.ZodType>(schema: T, cursor: string): z.infer<T> {
+  try {
+    return schema.parse(JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")));
+  } catch {
+    throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", [
+      { field: "cursor", code: "invalid", message: "not a cursor returned by this API" },
+    ]);
+  }
+}

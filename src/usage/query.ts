@@ -148,19 +148,8 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
     );
   }
   const watermark = await deps.watermarks.current();
-  const spec: UsageSpec = {
-    eventType: meter.event_type,
-    customer: req.customer,
-    fromMs: req.fromMs,
-    toMs: req.toMs,
-    valueProperty: meter.value_property,
-    numeric: numericAggregations.has(meter.aggregation),
-    filters: (meter.filters ?? []).map(toSqlFilter),
-    groupBy,
-    bucket: { size: req.window ?? "none", tz },
-    customers: req.customer === undefined ? req.customers : undefined,
-    receivedUpToMs: req.receivedUpToMs,
-  };
+  const spec = usageSpec(req, groupBy, { size: req.window ?? "none", tz });
+
   const limit = req.maxRows ?? maxUsageRows;
   const cells = new Map<string, Cell>();
   const cellOf = (customer: string | undefined, groups: string[]) => {
@@ -636,6 +625,11 @@ export async function listEvidence(
 }
 
 function evidenceSpec(req: UsageRequest): UsageSpec {
+  return usageSpec(req, [], { size: "none", tz: "UTC" });
+}
+
+/** The SQL-level spec of a request: the one translation of a meter into what events count. */
+function usageSpec(req: UsageRequest, groupBy: string[], bucket: UsageSpec["bucket"]): UsageSpec {
   const { meter } = req;
   return {
     eventType: meter.event_type,
@@ -645,8 +639,8 @@ function evidenceSpec(req: UsageRequest): UsageSpec {
     valueProperty: meter.value_property,
     numeric: numericAggregations.has(meter.aggregation),
     filters: (meter.filters ?? []).map(toSqlFilter),
-    groupBy: [],
-    bucket: { size: "none", tz: "UTC" },
+    groupBy,
+    bucket,
     customers: req.customer === undefined ? req.customers : undefined,
     receivedUpToMs: req.receivedUpToMs,
   };

@@ -11,7 +11,7 @@ import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
 import { readBodyLimited } from "../body.js";
 import type { EdgeEnv } from "../context.js";
-import { parseWith } from "../params.js";
+import { decodeCursor, encodeCursor, parseWith } from "../params.js";
 
 /** Most bytes of one customer, subscription or plan body. */
 const maxObjectBytes = 256 * 1024;
@@ -33,22 +33,13 @@ export function catalogError(err: CatalogInputError): ApiError {
 /** Cursor pagination over a collection's current objects, ordered by key. */
 function page<T extends { key: string }>(c: Context<EdgeEnv>, items: readonly T[]) {
   const q = parseWith(listQuery, c.req.query());
-  let after: string | undefined;
-  if (q.cursor !== undefined) {
-    try {
-      after = z.string().parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
-    } catch {
-      throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", {
-        errors: [{ field: "cursor", code: "invalid", message: "not a cursor returned by this API" }],
-      });
-    }
-  }
+  const after = q.cursor === undefined ? undefined : decodeCursor(z.string(), q.cursor);
   const start = after === undefined ? 0 : items.findIndex((x) => x.key > after);
   const data = start < 0 ? [] : items.slice(start, start + q.limit);
   const last = data.length === q.limit && start + q.limit < items.length ? data.at(-1) : undefined;
   return {
     data,
-    next_cursor: last ? Buffer.from(JSON.stringify(last.key)).toString("base64url") : null,
+    next_cursor: last ? encodeCursor(last.key) : null,
   };
 }
 

@@ -1,11 +1,10 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import { queryRows, sql } from "../../clickhouse/index.js";
-import { ApiError } from "../../lib/errors.js";
 import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
 import type { EdgeEnv } from "../context.js";
-import { parseWith, timeParam } from "../params.js";
+import { decodeCursor, encodeCursor, parseWith, timeParam } from "../params.js";
 
 const filterQuery = z.object({
   customer: z.string().min(1).max(256).optional(),
@@ -28,16 +27,7 @@ export function mountEventRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
 
   app.get("/v1/events", requireScope(keys, "read"), async (c) => {
     const q = parseWith(listQuery, c.req.query());
-    let after: { ts: number; id: string } | undefined;
-    if (q.cursor !== undefined) {
-      try {
-        after = cursorSchema.parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
-      } catch {
-        throw new ApiError("invalid_request", "cursor: not a cursor returned by this API", [
-          { field: "cursor", code: "invalid", message: "not a cursor returned by this API" },
-        ]);
-      }
-    }
+    const after = q.cursor === undefined ? undefined : decodeCursor(cursorSchema, q.cursor);
     const { watermarkMs: watermark, deadLetterPendingEvents } = await watermarks.status();
     const rows = await queryRows<EventRow>(
       clickhouse,
@@ -46,9 +36,7 @@ export function mountEventRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
     const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
     return c.json({
       data: rows.map(toApiEvent),
-      next_cursor: last
-        ? Buffer.from(JSON.stringify({ ts: Number(last.ts_ms), id: last.id })).toString("base64url")
-        : null,
+      next_cursor: last ? encodeCursor({ ts: Number(last.ts_ms), id: last.id }) : null,
       watermark: new Date(watermark).toISOString(),
       dead_letter_pending: deadLetterPendingEvents,
     });

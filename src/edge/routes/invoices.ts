@@ -6,7 +6,7 @@ import { listEvidence, queryEvidence } from "../../usage/index.js";
 import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
 import type { EdgeEnv } from "../context.js";
-import { parseWith, timeParam } from "../params.js";
+import { decodeCursor, encodeCursor, parseWith, timeParam } from "../params.js";
 
 /** The invoice store and its listing index, as the edge holds them. */
 export interface EdgeInvoices {
@@ -33,24 +33,11 @@ const eventsQuery = z
   })
   .strict();
 
-function badCursor(): ApiError {
-  return new ApiError("invalid_request", "cursor: not a cursor returned by this API", {
-    errors: [{ field: "cursor", code: "invalid", message: "not a cursor returned by this API" }],
-  });
-}
-
 /** Invoices (scope `read`): list with filters and cursor pagination, and one invoice with its lines. */
 export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices: EdgeInvoices): void {
   app.get("/v1/invoices", requireScope(deps.keys, "read"), (c) => {
     const q = parseWith(listQuery, c.req.query());
-    let after: z.infer<typeof cursorSchema> | undefined;
-    if (q.cursor !== undefined) {
-      try {
-        after = cursorSchema.parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
-      } catch {
-        throw badCursor();
-      }
-    }
+    const after = q.cursor === undefined ? undefined : decodeCursor(cursorSchema, q.cursor);
     const page = invoices.index.list(
       {
         customer: q.customer,
@@ -62,7 +49,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
     );
     return c.json({
       data: page.data,
-      next_cursor: page.next ? Buffer.from(JSON.stringify(page.next)).toString("base64url") : null,
+      next_cursor: page.next ? encodeCursor(page.next) : null,
     });
   });
 
@@ -93,14 +80,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
       });
     }
     const q = parseWith(eventsQuery, c.req.query());
-    let after: string | undefined;
-    if (q.cursor !== undefined) {
-      try {
-        after = z.string().parse(JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8")));
-      } catch {
-        throw badCursor();
-      }
-    }
+    const after = q.cursor === undefined ? undefined : decodeCursor(z.string(), q.cursor);
     const meter = await deps.catalog.meters.version(snap.meter, snap.meter_version);
     if (meter === undefined)
       throw new ApiError("not_found", `meter ${snap.meter} version ${snap.meter_version} is gone`);
@@ -128,7 +108,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
       id_digest: total.idDigest,
       matches_line: total.eventCount === snap.event_count && total.idDigest === snap.id_digest,
       data: events,
-      next_cursor: last ? Buffer.from(JSON.stringify(last.id)).toString("base64url") : null,
+      next_cursor: last ? encodeCursor(last.id) : null,
     });
   });
 }
