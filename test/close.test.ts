@@ -7,13 +7,21 @@ import {
   type Invoice,
 } from "../src/billing/index.js";
 import { busNames, Watermarks } from "../src/bus/index.js";
-import { parseCatalogDocument } from "../src/catalog/index.js";
 import { createClickHouseReader, type ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
 import { idDigest } from "../src/usage/index.js";
-import { eventually, get, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  ADMIN_KEY,
+  eventually,
+  get,
+  log,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+} from "./helpers.js";
 
 const DAY = 86_400_000;
 let config: Config;
@@ -63,7 +71,18 @@ beforeAll(async () => {
   const names = busNames(config.nats.prefix);
   const jsm = await edge.nc.jetstreamManager();
   watermarks = new Watermarks(jsm, names, config.nats.partitions, 0, log);
-  await edge.catalog.applyDocument(parseCatalogDocument(catalogDoc, edge.catalog.lookup()));
+  // Through the admin API, as a user would: every section of the document is applied.
+  const applied = await edge.app.request("/v1/catalog", {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
+    body: catalogDoc,
+  });
+  expect(applied.status).toBe(200);
+  expect(await applied.json()).toMatchObject({
+    plans: [{ key: "daily", outcome: "created" }],
+    customers: [{ key: "acme", outcome: "created" }],
+    subscriptions: [{ key: "acme-daily", outcome: "created", version: 1 }],
+  });
   deps = {
     catalog: edge.catalog,
     invoices: await InvoiceStore.open(edge.nc.jetstream(), names.invoicesBucket, 1, log),

@@ -3,7 +3,7 @@ import { createMiddleware } from "hono/factory";
 import { streamSSE, type SSEStreamingApi } from "hono/streaming";
 import { z } from "zod";
 import { hasScope, maxPortalTokenSeconds, portalTokenPrefix } from "../auth/index.js";
-import { CatalogInputError, meterKeyPattern, parseMeters, validateMeter } from "../catalog/index.js";
+import { CatalogInputError, meterKeyPattern, parseCatalogDocument, validateMeter } from "../catalog/index.js";
 import { clickHouseErrorCode } from "../clickhouse/index.js";
 import { ApiError } from "../lib/errors.js";
 import {
@@ -228,8 +228,15 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
   /** Applies the `meters:` of a catalog document (YAML or JSON body), as `tally catalog apply` does. */
   app.post("/v1/catalog", requireScope(deps.keys, "admin"), async (c) => {
     const text = Buffer.from(await readBodyLimited(c, maxCatalogBytes)).toString("utf8");
-    const defs = catalogCall(() => parseMeters(text));
-    return c.json({ data: await deps.catalog.apply(defs) });
+    // The whole document (meters, plans, customers, subscriptions), as `tally catalog apply`.
+    const doc = catalogCall(() => parseCatalogDocument(text, deps.catalog.lookup()));
+    const applied = await deps.catalog.applyDocument(doc);
+    return c.json({
+      data: applied.meters,
+      plans: applied.plans,
+      customers: applied.customers,
+      subscriptions: applied.subscriptions,
+    });
   });
 
   // --- usage ---------------------------------------------------------------------------------------
