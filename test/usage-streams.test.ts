@@ -8,7 +8,7 @@ import {
   type ClickHouseClient,
 } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
-import { readProfile } from "../src/dev/servers.js";
+import { clickHouseProbeUser, readProfile } from "../src/dev/servers.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import { queryUsage, type UsageDeps } from "../src/usage/index.js";
 import { ADMIN_KEY, childEnv, eventually, guid, log, testConfig } from "./helpers.js";
@@ -113,6 +113,8 @@ beforeAll(async () => {
     TALLY_HTTP_PORT: "0",
     TALLY_HTTP_HOST: "127.0.0.1",
     TALLY_USAGE_STREAM_INTERVAL_MS: "100",
+    // Same profile as tally_read, its own per-user cap: this file saturates it on purpose.
+    TALLY_CLICKHOUSE_READ_USER: clickHouseProbeUser,
   });
   ch = createClickHouse(config.clickhouse);
   await migrate(ch, config.clickhouse.database);
@@ -242,7 +244,7 @@ describe("reads run as a ClickHouse user whose profile bounds them", () => {
       read: { ...config.clickhouse.read, connections: 32 },
     });
     try {
-      expect(config.clickhouse.read.user).toBe("tally_read");
+      expect(config.clickhouse.read.user).toBe(clickHouseProbeUser);
       const write = await reader
         .command({ query: `CREATE TABLE ${config.clickhouse.database}.nope (x UInt8) ENGINE = Memory` })
         .catch((e: unknown) => e);

@@ -111,6 +111,13 @@ export async function startNats(opts: StartNatsOptions): Promise<ServerProcess> 
  */
 export const clickHouseReadUser = "tally_read";
 
+/**
+ * A second user with the same read profile, for tests that saturate the profile's concurrency
+ * cap on purpose: the cap is per user across the whole server, so saturating `tally_read` would
+ * starve every other test file's reads that run at the same time.
+ */
+export const clickHouseProbeUser = "tally_read_probe";
+
 /** Limits of {@link clickHouseReadUser}'s profile (each exists in ClickHouse 18.16). */
 export const readProfile = {
   /** Seconds one read may run. */
@@ -194,12 +201,16 @@ export async function startClickHouse(opts: StartClickHouseOptions): Promise<Ser
       <profile>default</profile>
       <quota>default</quota>
     </default>
-    <${clickHouseReadUser}>
+${[clickHouseReadUser, clickHouseProbeUser]
+  .map(
+    (user) => `    <${user}>
       <password></password>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>${clickHouseReadUser}</profile>
       <quota>default</quota>
-    </${clickHouseReadUser}>
+    </${user}>`,
+  )
+  .join("\n")}
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
