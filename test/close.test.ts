@@ -249,4 +249,31 @@ describe("the billing close", () => {
     const one = await get(edge, `/v1/invoices/${second.id}`);
     expect(one.body.total).toBe(130);
   });
+
+  it("prices the current period live for the customer (upcoming invoice), with the same path, storing nothing", async () => {
+    const now = Date.now();
+    expect((await post(edge, calls("today", 4, Math.max(D, now - 60_000)).slice(0, 4))).status).toBe(202);
+    await eventually(
+      async () => (await usageOf("calls", D, D + DAY)) === "4",
+      30_000,
+      "today's events countable",
+    );
+    const r = await read("/v1/customers/acme/upcoming-invoice");
+    expect(r.status).toBe(200);
+    expect(r.body.data).toHaveLength(1);
+    const up = r.body.data[0];
+    expect(up).toMatchObject({
+      status: "upcoming",
+      number: null,
+      subscription: "acme-daily",
+      period: { start: iso(D), end: iso(D + DAY) },
+    });
+    const calls0 = up.lines.find((l: { price: string }) => l.price === "calls");
+    expect(calls0).toMatchObject({ quantity: "4", amount: 8 });
+    expect(calls0.snapshot.id_digest).toBe(idDigest(["today-0", "today-1", "today-2", "today-3"]));
+    expect(up.total).toBe(100 + 8);
+    // Nothing stored: the current period's invoice does not exist yet.
+    expect((await read(`/v1/invoices/${up.id}`)).status).toBe(404);
+    expect((await read("/v1/customers/nobody/upcoming-invoice")).status).toBe(404);
+  });
 });

@@ -15,7 +15,7 @@ import {
 } from "./build.js";
 import type { Invoice, InvoiceLine, UsageSnapshot } from "./invoice.js";
 import { invoiceId, type InvoiceStore } from "./invoice-store.js";
-import { endedPeriods, type BillingPeriodSlot, type PeriodRule } from "./periods.js";
+import { endedPeriods, periodAt, type BillingPeriodSlot, type PeriodRule } from "./periods.js";
 
 /** One metered quantity the close needs: a meter, a customer, an event-time window, a cutoff. */
 export interface SnapshotRequest {
@@ -177,33 +177,86 @@ async function nextJob(
       return null;
     }
     const planOf = (key: string) => catalog.plans.get(key);
-    const earlier: Job["earlier"] = [];
-    const horizon = cutoffMs - settings.backfillDays * DAY_MS;
-    // True-ups travel on the next invoice: of each earlier invoice, the usage as billed so far is
-    // its own record, or the most recent true-up of it on a later invoice.
-    const later: Invoice[] = [];
-    for (let j = k - 1; j >= 0 && periods[j]!.end > horizon; j--) {
-      const inv = await invoices.get(invoiceId(sub.key, iso(periods[j]!.start)));
-      if (inv === null || inv.status !== "finalized") continue;
-      const latest = later.find((l) => l.true_ups.some((t) => t.invoice === inv.id));
-      const billedUsage =
-        latest?.true_ups.find((t) => t.invoice === inv.id)?.usage.map((u) => ({ ...u })) ??
-        inv.rating.segments.map((s) => s.usage);
-      earlier.push({
-        invoice: inv,
-        period: periods[j]!,
-        segments: inv.rating.segments.map((s) => ({
-          plan: planAt(catalog, s.plan, s.plan_version),
-          from: Date.parse(s.from),
-          to: Date.parse(s.to),
-        })),
-        billedUsage,
-      });
-      later.push(inv);
-    }
+    const earlier = await earlierInvoices(deps, sub, periods.slice(0, k), cutoffMs);
     return { sub, customer, period, id, cutoffMs, segments: segmentsOf(sub, period, planOf), earlier };
   }
   return null;
+}
+
+/**
+ * The finalized invoices of `periods` (oldest first) still inside the backfill horizon of
+ * `cutoffMs`, newest first, each with the usage billed for it so far: its own record, or the
+ * most recent true-up of it on a later invoice. True-ups of these travel on the next invoice.
+ */
+async function earlierInvoices(
+  deps: CloseDeps,
+  sub: Subscription,
+  periods: readonly BillingPeriodSlot[],
+  cutoffMs: number,
+): Promise<Job["earlier"]> {
+  const { catalog, invoices, settings } = deps;
+  const earlier: Job["earlier"] = [];
+  const horizon = cutoffMs - settings.backfillDays * DAY_MS;
+  const later: Invoice[] = [];
+  for (let j = periods.length - 1; j >= 0 && periods[j]!.end > horizon; j--) {
+    const inv = await invoices.get(invoiceId(sub.key, iso(periods[j]!.start)));
+    if (inv === null || inv.status !== "finalized") continue;
+    const latest = later.find((l) => l.true_ups.some((t) => t.invoice === inv.id));
+    const billedUsage =
+      latest?.true_ups.find((t) => t.invoice === inv.id)?.usage.map((u) => ({ ...u })) ??
+      inv.rating.segments.map((s) => s.usage);
+    earlier.push({
+      invoice: inv,
+      period: periods[j]!,
+      segments: inv.rating.segments.map((s) => ({
+        plan: planAt(catalog, s.plan, s.plan_version),
+        from: Date.parse(s.from),
+        to: Date.parse(s.to),
+      })),
+      billedUsage,
+    });
+    later.push(inv);
+  }
+  return earlier;
+}
+
+/**
+ * The invoice a subscription's current period would get if it closed now (not stored): its usage
+ * so far through the same query path and rating as the close, plus the true-ups of late usage
+ * the next invoice will carry. `null` when the subscription is not active at `nowMs`.
+ * @throws Error when the catalog lacks what the subscription references, or rating refuses.
+ */
+export async function upcomingInvoice(
+  deps: CloseDeps,
+  subscription: string,
+  nowMs: number,
+): Promise<Invoice | null> {
+  const { catalog } = deps;
+  const sub = catalog.subscriptions.get(subscription);
+  if (sub === undefined) throw new Error(`no subscription ${subscription}`);
+  const customer = catalog.customers.get(sub.customer);
+  const plan = catalog.plans.get(sub.plan);
+  if (customer === undefined || plan === undefined) {
+    throw new Error(`subscription ${sub.key} references a customer or plan that is not in the catalog`);
+  }
+  const rule = periodRule(sub, customer, plan);
+  const period = periodAt(rule, nowMs);
+  if (period === null) return null;
+  const earlier = await earlierInvoices(deps, sub, endedPeriods(rule, period.start), nowMs);
+  const job: Job = {
+    sub,
+    customer,
+    period,
+    id: invoiceId(sub.key, iso(period.start)),
+    cutoffMs: nowMs,
+    segments: segmentsOf(sub, period, (key) => catalog.plans.get(key)),
+    earlier,
+  };
+  const report: CloseReport = { finalized: [], drafts: [], waiting: [], errors: [] };
+  const [draft] = await buildDrafts(deps, [job], report);
+  if (draft === undefined)
+    throw new Error(report.errors[0]?.message ?? "the upcoming invoice could not be built");
+  return draft;
 }
 
 /** A plan version from the catalog's current objects (history is read only when it changed). */

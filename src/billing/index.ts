@@ -1,4 +1,4 @@
-export { closeDue, periodRule } from "./close.js";
+export { closeDue, periodRule, upcomingInvoice } from "./close.js";
 export type { CloseDeps, CloseReport, CloseSettings, SnapshotRequest, Snapshotter } from "./close.js";
 export { formatNumber, InvoiceIndex, invoiceId, InvoiceStore } from "./invoice-store.js";
 export type { InvoiceFilter, InvoiceSummary } from "./invoice-store.js";

@@ -1,6 +1,11 @@
 import type { Hono } from "hono";
 import { z } from "zod";
-import type { InvoiceIndex, InvoiceStore } from "../../billing/index.js";
+import {
+  upcomingInvoice,
+  usageSnapshotter,
+  type InvoiceIndex,
+  type InvoiceStore,
+} from "../../billing/index.js";
 import { ApiError } from "../../lib/errors.js";
 import { listEvidence, queryEvidence } from "../../usage/index.js";
 import type { EdgeDeps } from "../app.js";
@@ -109,6 +114,43 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
       matches_line: total.eventCount === snap.event_count && total.idDigest === snap.id_digest,
       data: events,
       next_cursor: last ? encodeCursor(last.id) : null,
+    });
+  });
+
+  /**
+   * The current period of each of the customer's active subscriptions priced live with the
+   * close's own path (usage so far, rating, pending true-ups); nothing is stored.
+   */
+  app.get("/v1/customers/:key/upcoming-invoice", requireScope(deps.keys, "read"), async (c) => {
+    const key = c.req.param("key");
+    if (deps.catalog.customers.get(key) === undefined)
+      throw new ApiError("not_found", `no customer ${JSON.stringify(key)}`);
+    const { config } = deps;
+    const closeDeps = {
+      catalog: deps.catalog,
+      invoices: invoices.store,
+      snapshots: usageSnapshotter(deps.usage),
+      watermark: () => deps.watermarks.current(),
+      log: deps.log,
+      settings: {
+        graceMs: config.close.graceMs,
+        issuerPrefix: config.close.invoicePrefix,
+        backfillDays: config.limits.backfillDays,
+      },
+    };
+    const nowMs = (deps.now ?? Date.now)();
+    const watermark = await deps.watermarks.current();
+    const data = [];
+    for (const sub of deps.catalog.subscriptions.list()) {
+      if (sub.customer !== key) continue;
+      const inv = await upcomingInvoice(closeDeps, sub.key, nowMs);
+      if (inv !== null) data.push({ ...inv, status: "upcoming" as const });
+    }
+    return c.json({
+      customer: key,
+      as_of: new Date(nowMs).toISOString(),
+      watermark: new Date(watermark).toISOString(),
+      data,
     });
   });
 }
