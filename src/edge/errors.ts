@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { clickHouseErrorCode } from "../clickhouse/index.js";
 import { ApiError, type FieldError } from "../lib/errors.js";
 import type { Logger } from "../observability/index.js";
 import type { EdgeEnv } from "./context.js";
@@ -39,6 +40,13 @@ export function toApiError(err: unknown, log: Logger, c: Context<EdgeEnv>): ApiE
   if (err instanceof HTTPException && err.status === 413) {
     return new ApiError("payload_too_large", "request body is too large");
   }
+  // The read user's ClickHouse profile refused a read (deploy/clickhouse/): too many at once
+  // (202) or one ran too long (159). Overload, not a bug: 503 with Retry-After on every route.
+  const code = clickHouseErrorCode(err);
+  if (code === "202")
+    return new ApiError("unavailable", "too many reads at once; retry shortly", undefined, 1);
+  if (code === "159")
+    return new ApiError("unavailable", "the read ran too long; narrow it and retry", undefined, 5);
   log.error({ err, requestId: c.get("requestId") }, "unhandled error");
   return new ApiError("internal", "internal error");
 }
