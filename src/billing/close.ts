@@ -208,11 +208,13 @@ async function earlierInvoices(
     earlier.push({
       invoice: inv,
       period: periods[j]!,
-      segments: inv.rating.segments.map((s) => ({
-        plan: planAt(catalog, s.plan, s.plan_version),
-        from: Date.parse(s.from),
-        to: Date.parse(s.to),
-      })),
+      segments: await Promise.all(
+        inv.rating.segments.map(async (s) => ({
+          plan: await planVersion(catalog, s.plan, s.plan_version),
+          from: Date.parse(s.from),
+          to: Date.parse(s.to),
+        })),
+      ),
       billedUsage,
     });
     later.push(inv);
@@ -259,45 +261,39 @@ export async function upcomingInvoice(
   return draft;
 }
 
-/** A plan version from the catalog's current objects (history is read only when it changed). */
+/**
+ * Older plan versions read from a catalog's history, per catalog (versions are immutable, so an
+ * entry never goes stale). Filled by {@link planVersion} before rating needs them synchronously.
+ */
+const planVersions = new WeakMap<CatalogStore, Map<string, Versioned<Plan>>>();
+
+/** A plan version: the current one, or read once from the catalog history. */
+async function planVersion(catalog: CatalogStore, key: string, version: number): Promise<Versioned<Plan>> {
+  const p = catalog.plans.get(key);
+  if (p !== undefined && p.version === version) return p;
+  let cache = planVersions.get(catalog);
+  if (cache === undefined) planVersions.set(catalog, (cache = new Map<string, Versioned<Plan>>()));
+  let v = cache.get(`${key}\u0000${version}`);
+  if (v === undefined) {
+    v = await catalog.plans.version(key, version);
+    if (v === undefined)
+      throw new Error(`plan ${key} version ${version} is missing from the catalog history`);
+    cache.set(`${key}\u0000${version}`, v);
+  }
+  return v;
+}
+
+/** {@link planVersion} for rating, which is synchronous: the version was loaded before. */
 function planAt(catalog: CatalogStore, key: string, version: number): Versioned<Plan> {
   const p = catalog.plans.get(key);
   if (p !== undefined && p.version === version) return p;
-  const cached = planVersions.get(`${key}\u0000${version}`);
-  if (cached !== undefined) return cached;
-  throw new PlanVersionMissing(key, version);
-}
-
-class PlanVersionMissing extends Error {
-  constructor(
-    readonly key: string,
-    readonly version: number,
-  ) {
-    super(`plan ${key} version ${version} is needed`);
-  }
-}
-
-/** Older plan versions read from the catalog history (immutable, so cached forever). */
-const planVersions = new Map<string, Versioned<Plan>>();
-
-async function loadPlanVersions(catalog: CatalogStore, jobs: readonly Job[]): Promise<void> {
-  for (const job of jobs) {
-    for (const e of job.earlier) {
-      for (const s of e.invoice.rating.segments) {
-        const key = `${s.plan}\u0000${s.plan_version}`;
-        if (catalog.plans.get(s.plan)?.version === s.plan_version || planVersions.has(key)) continue;
-        const v = await catalog.plans.version(s.plan, s.plan_version);
-        if (v === undefined)
-          throw new Error(`plan ${s.plan} version ${s.plan_version} is missing from the catalog history`);
-        planVersions.set(key, v);
-      }
-    }
-  }
+  const v = planVersions.get(catalog)?.get(`${key}\u0000${version}`);
+  if (v === undefined) throw new Error(`plan ${key} version ${version} was not loaded`);
+  return v;
 }
 
 /** Snapshots every quantity of the round in one call, then builds each draft. */
 async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): Promise<Invoice[]> {
-  await loadPlanVersions(deps.catalog, jobs);
   const requests: SnapshotRequest[] = [];
   const want = (
     sub: Subscription,

@@ -1,7 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { JetStreamClient, KV } from "nats";
+import { holderId, isWrongLastSequence } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 
 /**
@@ -17,9 +16,7 @@ import type { Logger } from "../observability/index.js";
 export class LeaderLease {
   private revision = 0;
   private validUntil = 0;
-  readonly holder = `${hostname()
-    .replace(/[^A-Za-z0-9_-]/g, "_")
-    .slice(0, 40)}-${process.pid}-${randomBytes(4).toString("hex")}`;
+  readonly holder = holderId();
 
   private constructor(
     private readonly kv: KV,
@@ -55,9 +52,9 @@ export class LeaderLease {
       this.validUntil = sent + this.ttlMs - this.ttlMs / 4;
       return true;
     } catch (err: unknown) {
-      const code = (err as { api_error?: { err_code?: number } }).api_error?.err_code;
-      if (code !== 10071) this.log.warn({ err }, "close leader lease: NATS error");
-      if (code === 10071) this.validUntil = 0; // someone else holds it
+      if (isWrongLastSequence(err))
+        this.validUntil = 0; // someone else holds it
+      else this.log.warn({ err }, "close leader lease: NATS error");
       return this.held();
     }
   }

@@ -1,8 +1,7 @@
-import { hostname } from "node:os";
-import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { BusNames } from "../bus/index.js";
+import { holderId, isWrongLastSequence } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 
 /**
@@ -65,10 +64,7 @@ export class PartitionLeases {
     }
     if (!(bucketTtl > 0))
       throw new Error(`KV bucket ${names.leasesBucket} has no TTL; delete it and restart`);
-    const host = hostname()
-      .replace(/[^A-Za-z0-9_-]/g, "_")
-      .slice(0, 40);
-    const holder = `${host}-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const holder = holderId();
     return new PartitionLeases(
       kv,
       jsm,
@@ -115,7 +111,7 @@ export class PartitionLeases {
       this.held.set(partition, lease);
       return lease;
     } catch (err: unknown) {
-      if (!isWrongSequence(err)) this.log.warn({ err, partition }, "lease acquire failed");
+      if (!isWrongLastSequence(err)) this.log.warn({ err, partition }, "lease acquire failed");
       return null;
     }
   }
@@ -131,7 +127,7 @@ export class PartitionLeases {
       lease.renewed(revision, sent);
       return "renewed";
     } catch (err: unknown) {
-      if (isWrongSequence(err)) {
+      if (isWrongLastSequence(err)) {
         lease.lose();
         this.forget(lease);
         return "lost";
@@ -216,9 +212,4 @@ export class Lease {
 
 function leaseKey(partition: number): string {
   return `partitions.${partition}`;
-}
-
-/** JetStream's "wrong last sequence" (10071): the compare-and-set lost. */
-function isWrongSequence(err: unknown): boolean {
-  return (err as { api_error?: { err_code?: number } } | null)?.api_error?.err_code === 10071;
 }
