@@ -5,6 +5,8 @@
 
 /** Every benchmark, with what it measures (shown when the name is missing or unknown). */
 const benches = {
+  close:
+    "the billing close of N subscriptions x 5 metered prices over >= 100M events (tally close --once), then again with a SIGKILL midway",
   ingest:
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",

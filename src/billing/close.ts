@@ -1,3 +1,4 @@
+import pMap from "p-map";
 import type { CatalogStore, Customer, Meter, Subscription, Versioned } from "../catalog/index.js";
 import { parseDuration } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
@@ -115,21 +116,28 @@ export async function closeDue(
 ): Promise<CloseReport> {
   const report: CloseReport = { finalized: [], drafts: [], waiting: [], errors: [] };
   const done = new Set<string>();
+  // Most subscription periods have no invoice yet: the summaries say so without a read each.
+  await deps.invoices.follow();
   for (let round = 0; round < 1000; round++) {
     const watermark = await deps.watermark();
-    const jobs: Job[] = [];
-    for (const sub of deps.catalog.subscriptions.list()) {
-      if (done.has(sub.key)) continue;
-      try {
-        const job = await nextJob(deps, sub, nowMs, watermark, report);
-        if (job === null) done.add(sub.key);
-        else jobs.push(job);
-      } catch (err: unknown) {
-        done.add(sub.key);
-        report.errors.push({ subscription: sub.key, message: (err as Error).message });
-        deps.log.error({ err, subscription: sub.key }, "cannot close subscription");
-      }
-    }
+    const pending = deps.catalog.subscriptions.list().filter((sub) => !done.has(sub.key));
+    const found = await pMap(
+      pending,
+      async (sub) => {
+        try {
+          const job = await nextJob(deps, sub, nowMs, watermark, report);
+          if (job === null) done.add(sub.key);
+          return job;
+        } catch (err: unknown) {
+          done.add(sub.key);
+          report.errors.push({ subscription: sub.key, message: (err as Error).message });
+          deps.log.error({ err, subscription: sub.key }, "cannot close subscription");
+          return null;
+        }
+      },
+      { concurrency: 64 },
+    );
+    const jobs = found.filter((j): j is Job => j !== null);
     if (jobs.length === 0) break;
     const drafts = await buildDrafts(deps, jobs, report);
     if (opts.dryRun) {
@@ -137,7 +145,7 @@ export async function closeDue(
       for (const j of jobs) done.add(j.sub.key); // later periods would need this one finalized
       continue;
     }
-    for (const d of drafts) await deps.invoices.putDraft(d);
+    await deps.invoices.putDrafts(drafts);
     const batch = deps.settings.finalizeBatch ?? 1000;
     for (let i = 0; i < drafts.length; i += batch) {
       const finalized = await deps.invoices.finalize(
@@ -168,7 +176,7 @@ async function nextJob(
   for (let k = 0; k < periods.length; k++) {
     const period = periods[k]!;
     const id = invoiceId(sub.key, iso(period.start));
-    const existing = await invoices.get(id);
+    const existing = await invoices.find(id);
     if (existing?.status === "finalized") continue;
     // The cutoff is recorded with the first draft: re-running the close reads the same events.
     const cutoffMs = existing !== null ? Date.parse(existing.cutoff) : period.end + graceMs;
@@ -199,7 +207,7 @@ async function earlierInvoices(
   const horizon = cutoffMs - settings.backfillDays * DAY_MS;
   const later: Invoice[] = [];
   for (let j = periods.length - 1; j >= 0 && periods[j]!.end > horizon; j--) {
-    const inv = await invoices.get(invoiceId(sub.key, iso(periods[j]!.start)));
+    const inv = await invoices.find(invoiceId(sub.key, iso(periods[j]!.start)));
     if (inv === null || inv.status !== "finalized") continue;
     const latest = later.find((l) => l.true_ups.some((t) => t.invoice === inv.id));
     const billedUsage =

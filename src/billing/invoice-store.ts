@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { JetStreamClient, KV, KvEntry } from "nats";
+import pMap from "p-map";
 import type { Logger } from "../observability/index.js";
 import type { Invoice } from "./invoice.js";
 
@@ -20,6 +21,12 @@ interface Numbering {
   /** Numbers claimed for these drafts; each is finalized with its number before the list is cleared. */
   pending: { id: string; number: number }[];
 }
+
+/**
+ * KV operations a bulk call keeps in flight at once: one at a time, a close of 100,000 invoices
+ * would wait on ~500,000 sequential round trips.
+ */
+const bulkConcurrency = 64;
 
 /** Thrown when a compare-and-set lost to another writer; callers re-read and retry. */
 export class InvoiceConflict extends Error {
@@ -48,6 +55,8 @@ export interface InvoiceStoreFaults {
  */
 export class InvoiceStore {
   private draftsStored = 0;
+  /** Summaries this process follows (see {@link follow}); null until then. */
+  private known: InvoiceIndex | null = null;
 
   private constructor(
     private readonly kv: KV,
@@ -72,6 +81,26 @@ export class InvoiceStore {
   }
 
   /**
+   * Follows the invoice summaries from now on, so {@link find} can answer "no such invoice"
+   * without a round trip (the close asks that for every subscription period it considers).
+   * Summaries this process writes are seen at once (read-your-writes).
+   */
+  async follow(): Promise<void> {
+    this.known ??= await this.index();
+  }
+
+  /**
+   * {@link get}, skipping the read when the followed summaries show no such invoice. A crash
+   * between an invoice and its summary can hide a stored invoice from this check; callers must
+   * (and the close does) treat "not found" as "build it": {@link putDraft} then finds the stored
+   * one (a finalized invoice is returned unchanged) and the next write restores its summary.
+   */
+  async find(id: string): Promise<Invoice | null> {
+    if (this.known !== null && !this.known.has(id)) return null;
+    return this.get(id);
+  }
+
+  /**
    * Stores a draft, or replaces a stored draft (a re-run close recomputes it); a finalized
    * invoice is returned unchanged: it never changes.
    */
@@ -79,6 +108,17 @@ export class InvoiceStore {
     if (draft.status !== "draft" || draft.number !== null)
       throw new Error("putDraft takes a draft without a number");
     const key = `invoices.${draft.id}`;
+    if (this.known !== null && !this.known.has(draft.id)) {
+      // Most drafts are new: create without reading first; if it exists after all, read below.
+      try {
+        await this.kv.create(key, JSON.stringify(draft));
+        await this.putSummary(draft);
+        this.faults.afterDraft?.(++this.draftsStored);
+        return draft;
+      } catch {
+        // stored already (a summary lost in a crash): the loop reads it
+      }
+    }
     for (let attempt = 0; ; attempt++) {
       const e = await this.kv.get(key);
       const stored = e === null || e.operation !== "PUT" ? null : e.json<Invoice>();
@@ -93,6 +133,11 @@ export class InvoiceStore {
         if (attempt >= 5) throw err;
       }
     }
+  }
+
+  /** {@link putDraft} for many drafts, several in flight at once; results in the order given. */
+  putDrafts(drafts: readonly Invoice[]): Promise<Invoice[]> {
+    return pMap(drafts, (d) => this.putDraft(d), { concurrency: bulkConcurrency });
   }
 
   /**
@@ -118,12 +163,13 @@ export class InvoiceStore {
       entry = await this.kv.get(counterKey);
     }
     const counter = entry === null ? { last: 0, pending: [] } : readNumbering(entry);
+    const unique = [...new Set(ids)];
+    const stored = await pMap(unique, (id) => this.get(id), { concurrency: bulkConcurrency });
     const drafts: string[] = [];
-    for (const id of new Set(ids)) {
-      const inv = await this.get(id);
-      if (inv === null) throw new Error(`no invoice ${id}`);
-      if (inv.status === "draft") drafts.push(id);
-    }
+    stored.forEach((inv, i) => {
+      if (inv === null) throw new Error(`no invoice ${unique[i]}`);
+      if (inv.status === "draft") drafts.push(unique[i]!);
+    });
     if (drafts.length > 0) {
       const claimed: Numbering = {
         last: counter.last + drafts.length,
@@ -133,12 +179,8 @@ export class InvoiceStore {
       const rev = await this.cas(counterKey, entry, claimed);
       await this.completeBatch(rev, claimed, prefix, now);
     }
-    const out: Invoice[] = [];
-    for (const id of ids) {
-      const inv = await this.get(id);
-      if (inv !== null) out.push(inv);
-    }
-    return out;
+    const out = await pMap(ids, (id) => this.get(id), { concurrency: bulkConcurrency });
+    return out.filter((inv): inv is Invoice => inv !== null);
   }
 
   /** Finalizes every draft of a claimed batch with its number, then clears the batch. */
@@ -150,35 +192,40 @@ export class InvoiceStore {
   ): Promise<void> {
     let done = 0;
     this.faults.afterFinalized?.(done);
-    for (const { id, number } of counter.pending) {
-      const key = `invoices.${id}`;
-      const e = await this.kv.get(key);
-      if (e === null || e.operation !== "PUT")
-        throw new Error(`invoice ${id} of a numbering batch is missing`);
-      const inv = e.json<Invoice>();
-      const want = formatNumber(prefix, number);
-      if (inv.status === "draft") {
-        const finalized: Invoice = {
-          ...inv,
-          status: "finalized",
-          number: want,
-          finalized_at: now.toISOString(),
-        };
-        try {
-          await this.kv.update(key, JSON.stringify(finalized), e.revision);
-        } catch {
-          throw new InvoiceConflict(`invoice ${id} changed while being finalized`);
+    // Each draft of the batch has its number already; the order they are written in is free.
+    await pMap(
+      counter.pending,
+      async ({ id, number }) => {
+        const key = `invoices.${id}`;
+        const e = await this.kv.get(key);
+        if (e === null || e.operation !== "PUT")
+          throw new Error(`invoice ${id} of a numbering batch is missing`);
+        const inv = e.json<Invoice>();
+        const want = formatNumber(prefix, number);
+        if (inv.status === "draft") {
+          const finalized: Invoice = {
+            ...inv,
+            status: "finalized",
+            number: want,
+            finalized_at: now.toISOString(),
+          };
+          try {
+            await this.kv.update(key, JSON.stringify(finalized), e.revision);
+          } catch {
+            throw new InvoiceConflict(`invoice ${id} changed while being finalized`);
+          }
+          await this.putSummary(finalized);
+          this.log?.info({ invoice: id, number: want }, "invoice finalized");
+          this.faults.afterFinalized?.(++done);
+        } else if (inv.number === want) {
+          await this.putSummary(inv); // a crash may have come between the invoice and its summary
+        } else {
+          // Only a batch finalizes; a batch lists each draft once. Anything else is a bug: stop loudly.
+          throw new Error(`invoice ${id} is ${inv.status} with number ${inv.number}, batch says ${want}`);
         }
-        await this.putSummary(finalized);
-        this.log?.info({ invoice: id, number: want }, "invoice finalized");
-        this.faults.afterFinalized?.(++done);
-      } else if (inv.number === want) {
-        await this.putSummary(inv); // a crash may have come between the invoice and its summary
-      } else {
-        // Only a batch finalizes; a batch lists each draft once. Anything else is a bug: stop loudly.
-        throw new Error(`invoice ${id} is ${inv.status} with number ${inv.number}, batch says ${want}`);
-      }
-    }
+      },
+      { concurrency: bulkConcurrency },
+    );
     const cleared: Numbering = { last: counter.last, pending: [] };
     await this.cas(`numbering.${prefixToken(prefix)}`, { revision }, cleared);
   }
@@ -208,6 +255,7 @@ export class InvoiceStore {
    */
   private async putSummary(inv: Invoice): Promise<void> {
     await this.kv.put(`summaries.${inv.id}`, JSON.stringify(summaryOf(inv)));
+    this.known?.set(summaryOf(inv));
   }
 
   /**
@@ -284,6 +332,10 @@ export class InvoiceIndex {
 
   get size(): number {
     return this.byId.size;
+  }
+
+  has(id: string): boolean {
+    return this.byId.has(id);
   }
 
   /**

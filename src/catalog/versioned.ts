@@ -1,4 +1,5 @@
 import type { KV } from "nats";
+import pMap from "p-map";
 import type { Logger } from "../observability/index.js";
 
 /** A stored catalog object: its definition plus the version it got and when. */
@@ -143,22 +144,27 @@ export class VersionedCollection<D extends { key: string }> {
   /**
    * Applies definitions (already validated): one whose definition differs from the current one
    * gets a new version; an identical one is left alone. Objects not mentioned are kept. Safe
-   * against concurrent appliers and crashes: see {@link applyOne}.
+   * against concurrent appliers and crashes: see {@link applyOne}. Distinct keys are applied
+   * several at a time (a catalog of 100,000 customers is 300,000 KV round trips); a key given
+   * twice is applied in the order given.
    */
   async apply(defs: readonly D[], now = new Date()): Promise<ApplyResult[]> {
-    const results: ApplyResult[] = [];
-    for (const def of defs) {
+    const one = async (def: D): Promise<ApplyResult> => {
       for (let attempt = 0; ; attempt++) {
         try {
-          results.push(await this.applyOne(def, now));
-          break;
+          return await this.applyOne(def, now);
         } catch (err: unknown) {
           if (!(err instanceof VersionConflict) || attempt >= 20) throw err;
           // Another applier claimed the version: re-read and retry after a short jittered pause.
           await new Promise((r) => setTimeout(r, Math.random() * 20 * (attempt + 1)));
         }
       }
+    };
+    if (new Set(defs.map((d) => d.key)).size === defs.length) {
+      return pMap(defs, one, { concurrency: 32 });
     }
+    const results: ApplyResult[] = [];
+    for (const def of defs) results.push(await one(def));
     return results;
   }
 

@@ -19,6 +19,8 @@ export {
   usageGaugeBuckets,
   usageGaugePoints,
   usageRewriteCount,
+  usageTotals,
+  usageTotalsRewriteCount,
   inLists,
   maxInListBytes,
 } from "./sql.js";

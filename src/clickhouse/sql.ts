@@ -388,6 +388,78 @@ FROM (${dedupedEvents(db, { ...s, groupBy: [] }, "range", collapse)})
 GROUP BY u_c`;
 }
 
+/**
+ * Several meters' totals per customer over one scope (the same range, receive cut and
+ * customers; no windows, no groups) in ONE scan of the events, with each meter's evidence: the
+ * close's question for every metered price of every subscription billed over the same period.
+ * Row `u_c` (customer) and, per spec `i`: `v{i}` (the value as {@link usageAggregate} computes
+ * it), `ok{i}` (rows with a valid value; `valid` there), `n{i}`, `d1{i}`, `d2{i}` (the
+ * {@link usageEvidence} of the same rows). A spec's own conditions (type, value property,
+ * filters) become `-If` conditions over rows read once; the collapse of rewritten ids is the
+ * same as {@link dedupedEvents}' (the rows of one id are identical, so collapsing before
+ * filtering changes nothing). `usage/query.ts` checks this against queryUsage in tests.
+ */
+export function usageTotals(
+  db: string,
+  specs: readonly { spec: UsageSpec; agg: SqlAggregation }[],
+  collapse: Collapse = { kind: "all" },
+): string {
+  const first = specs[0]?.spec;
+  if (first === undefined) throw new Error("usageTotals needs at least one spec");
+  const types = [...new Set(specs.map((x) => x.spec.eventType))];
+  const scope = scopeWhere({ ...first, eventType: "" }, "range").filter((w) => !w.startsWith("type = "));
+  const match = [`type IN (${types.map(lit).join(", ")})`, ...scope];
+  if (first.receivedUpToMs !== undefined) match.push(`received <= ${lit(first.receivedUpToMs)}`);
+  const cols = "customer AS u_c, type AS u_t, ts AS u_ts, prop_keys, prop_values";
+  const single = (where: string) => `SELECT id AS u_id, ${cols} FROM ${ident(db)}.events WHERE ${where}`;
+  const collapsed = (where: string) =>
+    `SELECT id AS u_id, any(customer) AS u_c, any(type) AS u_t, any(ts) AS u_ts, any(prop_keys) AS prop_keys, any(prop_values) AS prop_values
+  FROM ${ident(db)}.events WHERE ${where} GROUP BY id`;
+  const recorded = `id IN (SELECT id FROM ${ident(db)}.event_rewrites WHERE ${[`type IN (${types.map(lit).join(", ")})`, ...scope].join(" AND ")})`;
+  const rows =
+    collapse.kind === "all"
+      ? collapsed(match.join(" AND "))
+      : collapse.kind === "none"
+        ? single(match.join(" AND "))
+        : `${single(`${match.join(" AND ")} AND NOT (${recorded})`)}
+  UNION ALL
+  ${collapsed(`${match.join(" AND ")} AND ${recorded}`)}`;
+  const h = "SHA256(u_id)";
+  const columns = specs.map(({ spec: sp, agg }, i) => {
+    const cond = [`u_t = ${lit(sp.eventType)}`];
+    if (sp.valueProperty !== undefined) cond.push(`has(prop_keys, ${lit(sp.valueProperty)})`);
+    for (const f of sp.filters) cond.push(usageFilterSql(f));
+    const c = `(${cond.join(" AND ")})`;
+    const v = sp.valueProperty === undefined ? "''" : prop(sp.valueProperty);
+    const ok = `match(${v}, ${lit(decimalPattern)})`;
+    const dec = `toDecimal128(if(${ok}, ${v}, '0'), 9)`;
+    const value: Record<SqlAggregation, string> = {
+      count: `toString(countIf(${c}))`,
+      sum: `toString(sumIf(${dec}, ${c} AND ${ok}))`,
+      min: `toString(minIf(${dec}, ${c} AND ${ok}))`,
+      max: `toString(maxIf(${dec}, ${c} AND ${ok}))`,
+      unique_count: `toString(uniqExactIf(${v}, ${c}))`,
+      latest: `argMaxIf(${v}, (u_ts, u_id), ${c})`,
+    };
+    return `${value[agg]} AS v${i}, toString(${sp.numeric ? `countIf(${c} AND ${ok})` : `countIf(${c})`}) AS ok${i},
+  toString(countIf(${c})) AS n${i},
+  toString(sumIf(reinterpretAsUInt64(substring(${h}, 1, 8)), ${c})) AS d1${i},
+  toString(sumIf(reinterpretAsUInt64(substring(${h}, 9, 8)), ${c})) AS d2${i}`;
+  });
+  return `SELECT u_c, ${columns.join(",\n  ")}
+FROM (${rows})
+GROUP BY u_c`;
+}
+
+/** How many rewrites are recorded for the types and scope of {@link usageTotals}' specs. */
+export function usageTotalsRewriteCount(db: string, specs: readonly { spec: UsageSpec }[]): string {
+  const first = specs[0]?.spec;
+  if (first === undefined) throw new Error("usageTotalsRewriteCount needs at least one spec");
+  const types = [...new Set(specs.map((x) => x.spec.eventType))];
+  const scope = scopeWhere({ ...first, eventType: "" }, "range").filter((w) => !w.startsWith("type = "));
+  return `SELECT toString(count()) AS n FROM ${ident(db)}.event_rewrites WHERE ${[`type IN (${types.map(lit).join(", ")})`, ...scope].join(" AND ")}`;
+}
+
 /** The events behind a usage number, by id (a page after `afterId`): rows `u_id, u_ts, u_v`. */
 export function usageEventPage(
   db: string,

@@ -1,18 +1,22 @@
 export {
   listEvidence,
   maxUsageRows,
+  emptyUsageValue,
   queryEvidence,
+  queryTotals,
   queryUsage,
   twDecimals,
   UsageRequestError,
 } from "./query.js";
 export type {
   EvidenceEvent,
+  TotalsRequest,
   UsageDeps,
   UsageEvidence,
   UsageRequest,
   UsageResult,
   UsageRow,
+  UsageTotal,
 } from "./query.js";
 export { digestHex, idDigest } from "./evidence.js";
 export {
