@@ -29,6 +29,7 @@ Q.DP = 0;
 Q.RM = Big.roundDown;
 
 const ZERO = new Q("0");
+const HUNDRED = new Q("100");
 
 const isZero = (v: string | undefined) => v === undefined || new Q(v).eq(ZERO);
 
@@ -73,7 +74,7 @@ export function allowanceOf(used: string, included: string): Allowance {
   return {
     used: u.toString(),
     included: inc.toString(),
-    percent: u.times(100).div(inc).toString(),
+    percent: u.times(HUNDRED).div(inc).toString(),
     over: u.gt(inc) ? u.minus(inc).toString() : null,
   };
 }
