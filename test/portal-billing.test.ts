@@ -1,4 +1,7 @@
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { DateTime } from "luxon";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   closeDue,
@@ -9,20 +12,11 @@ import {
   type Invoice,
 } from "../src/billing/index.js";
 import { busNames, Watermarks } from "../src/bus/index.js";
-import { createClickHouse, type ClickHouseClient } from "../src/clickhouse/index.js";
+import { createClickHouse, migrate, type ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
-import type { RunningEdge } from "../src/runtime/edge.js";
+import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import {
-  ADMIN_KEY,
-  eventually,
-  get,
-  log,
-  post,
-  startTestEdge,
-  startTestSink,
-  testConfig,
-} from "./helpers.js";
+import { ADMIN_KEY, eventually, get, log, post, startTestSink, testConfig } from "./helpers.js";
 
 // The billing half of the customer page (estimated charges, past invoices, the invoice JSON a
 // portal token may read) against a real edge, sink, NATS and ClickHouse, with invoices written
@@ -180,8 +174,12 @@ beforeAll(async () => {
   P1 = D - 2 * DAY;
   P2 = D - DAY;
 
-  config = testConfig();
-  ({ edge, ch } = await startTestEdge(config));
+  // Listening (for the one browser check); other tests call edge.app.request.
+  config = testConfig({ TALLY_HTTP_PORT: "0", TALLY_HTTP_HOST: "127.0.0.1" });
+  ch = createClickHouse(config.clickhouse);
+  await migrate(ch, config.clickhouse.database);
+  edge = await startEdge(config, log, true);
+  await edge.keys.put(ADMIN_KEY, "test admin", ["admin"]);
   sink = await startTestSink(config);
   reader = createClickHouse(config.clickhouse);
   const names = busNames(config.nats.prefix);
@@ -406,6 +404,52 @@ describe("customer page: estimated charges and past invoices", () => {
     } finally {
       await reader.cancel();
       await pump.catch(() => undefined);
+    }
+  });
+
+  it("in Chromium on a phone: renders without script errors or sideways scrolling, and follows live re-pricing", async () => {
+    const chromiumPath = "/usr/bin/chromium";
+    if (!existsSync(chromiumPath))
+      throw new Error(`${chromiumPath} is missing: run node scripts/bootstrap.mjs`);
+    const browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+      ],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 375, height: 740 }, isMobile: true });
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      await page.goto(
+        `http://127.0.0.1:${edge.port}/portal?token=${encodeURIComponent(await tokenFor("acme"))}`,
+      );
+      const total = page.locator("#billing .est-total .amount");
+      expect(await total.getAttribute("data-amount")).toBe("211");
+      await expect.poll(() => page.locator("#live").textContent(), { timeout: 10_000 }).toMatch(/^Live/);
+      // Three more calls: 15 of 10 included → 3 × 2¢ more than at 12: 211 + 6 = 217¢.
+      expect((await post(edge, events("acme", "browser", 3, Date.now() - 1000))).status).toBe(202);
+      await expect.poll(() => total.textContent(), { timeout: 15_000, interval: 100 }).toBe("$2.17");
+      expect(
+        await page.locator('#billing .allowance[data-price="calls"] progress').getAttribute("aria-label"),
+      ).toBe("API calls: used 15 of 10 included (150%), over by 5");
+      const overflow = await page.evaluate<number>(
+        "document.documentElement.scrollWidth - window.innerWidth",
+      );
+      expect(overflow).toBeLessThanOrEqual(0);
+      const artifacts = join(import.meta.dirname, "..", "test-artifacts");
+      mkdirSync(artifacts, { recursive: true });
+      await page.screenshot({ path: join(artifacts, "portal-billing-phone.png"), fullPage: true });
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
     }
   });
 });
