@@ -359,7 +359,7 @@ describe("customer page: estimated charges and past invoices", () => {
     // By hand: P2 now (15 − 10) × 2 = 10¢, billed 4¢ → a 6¢ true-up, with P2 as its period.
     const late = line(billing, "calls", 1);
     expect(late).toMatchObject({ amount: 6, shown: "$0.06" });
-    expect(late.row).toContain(`<span class="sub">${tokyoDate(P2)}</span>`);
+    expect(late.row).toContain(`<span class="sub">${tokyoDate(P2)} · 12 billed before</span>`);
     expect(estimatedTotal(billing)).toEqual({ amount: 207, shown: "$2.07" });
   });
 

@@ -173,8 +173,12 @@ const money = (amount: number, inv: Pick<Invoice, "currency" | "currency_exponen
   esc(formatMoney(amount, inv.currency, inv.currency_exponent));
 
 function lineRow(line: InvoiceLine, inv: Invoice, tz: string, withPeriod: boolean): string {
+  // A true-up line's quantity is the earlier period's whole usage as known now; say what of it
+  // was billed already, so the amount (the difference) reads right.
+  const billed =
+    line.true_up === undefined ? "" : ` · ${groupDigits(line.true_up.billed_quantity)} billed before`;
   const period = withPeriod
-    ? `<span class="sub">${esc(formatPeriod(line.period.start, line.period.end, tz))}</span>`
+    ? `<span class="sub">${esc(formatPeriod(line.period.start, line.period.end, tz) + billed)}</span>`
     : "";
   return `<tr data-line="${line.number}"${line.price === null ? "" : ` data-price="${esc(line.price)}"`}><th scope="row">${esc(line.description)}${period}</th><td class="num">${esc(groupDigits(line.quantity))}</td><td class="num amount" data-amount="${line.amount}">${money(line.amount, inv)}</td></tr>`;
 }

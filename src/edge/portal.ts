@@ -141,11 +141,13 @@ details{font-size:.85rem;margin-top:.4rem}table{border-collapse:collapse}td,th{p
 .scroll{overflow-x:auto}.lines,.invoice-list{width:100%;font-size:.9rem}
 .lines caption{text-align:left;font-size:.85rem;color:#555;padding:.4rem 0 .2rem}
 .lines th[scope=row],.invoice-list td,.invoice-list th{text-align:left;font-weight:400}.invoice-list thead th,.lines thead th{font-weight:600}
+.lines thead th:first-child{text-align:left}.invoice-list th[scope=row]{white-space:nowrap}
+.invoice-list td,.invoice-list th{padding:.15rem .3rem}
 .lines .num,.invoice-list .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .sub{display:block;font-size:.8rem;color:#555}
 .est-total{font-size:1.15rem;font-weight:600;text-align:right;margin:.6rem 0 0}
 .allowance p{margin:.5rem 0 .2rem;display:flex;flex-wrap:wrap;gap:.2rem .6rem;justify-content:space-between;font-size:.9rem}
-.allowance progress{width:100%;height:.8rem}.over-by,.error{color:#b3261e}
+.allowance progress{width:100%;height:.8rem}.allowance.over progress{accent-color:#b3261e}.over-by,.error{color:#b3261e}
 nav{font-size:.9rem;margin-top:.5rem;display:flex;gap:1rem}
 @media (max-width:30rem){.total .value{font-size:1.6rem}body{padding:.5rem}}
 </style></head><body>${body}</body></html>`;
