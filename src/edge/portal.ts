@@ -28,6 +28,10 @@ import { serveLiveStream } from "./usage-routes.js";
  * one connection whatever the number of meters (browsers allow six per origin).
  * The token is the only credential and pins the customer; nothing on the page takes a customer
  * from anywhere else.
+ *
+ * Customers with subscriptions also get "Estimated charges" (re-priced over the same stream,
+ * `event: billing`, after usage changed, at most every billingRefreshMs) and "Past invoices",
+ * each linking to `/portal/invoices/:id`; see portal-billing.ts.
  */
 
 interface PanelData {
