@@ -14,6 +14,8 @@ import {
 import { ApiError } from "../lib/errors.js";
 import type { EdgeDeps } from "./app.js";
 import type { EdgeEnv } from "./context.js";
+import { estimatesFor, invoicePage, renderEstimates, renderInvoices } from "./portal-billing.js";
+import { esc, groupDigits } from "./portal-html.js";
 import { serveLiveStream } from "./usage-routes.js";
 
 /*
@@ -26,22 +28,11 @@ import { serveLiveStream } from "./usage-routes.js";
  * one connection whatever the number of meters (browsers allow six per origin).
  * The token is the only credential and pins the customer; nothing on the page takes a customer
  * from anywhere else.
+ *
+ * Customers with subscriptions also get "Estimated charges" (re-priced over the same stream,
+ * `event: billing`, after usage changed, at most every billingRefreshMs) and "Past invoices",
+ * each linking to `/portal/invoices/:id`; see portal-billing.ts.
  */
-
-const esc = (s: string) =>
-  s.replace(
-    /[&<>"']/g,
-    (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]!,
-  );
-
-/** `1234567.5` → `1,234,567.5` without going through a float. */
-export function groupDigits(v: string): string {
-  const [int = "0", frac] = v.split(".");
-  const neg = int.startsWith("-");
-  const digits = neg ? int.slice(1) : int;
-  const grouped = digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  return `${neg ? "-" : ""}${grouped}${frac === undefined ? "" : `.${frac}`}`;
-}
 
 interface PanelData {
   meter: Meter;
@@ -149,6 +140,19 @@ h1{font-size:1.4rem;margin:.5rem 0 1rem}
 .wm{font-size:.8rem;color:#555;margin:.4rem 0 0}
 details{font-size:.85rem;margin-top:.4rem}table{border-collapse:collapse}td,th{padding:.1rem .6rem;text-align:right}
 #live{font-size:.8rem;color:#555}
+.billing h3{font-size:1rem;margin:.9rem 0 .4rem}.billing .period{font-weight:400;color:#555}
+.note,.shown{font-size:.85rem;color:#555;margin:.2rem 0 .6rem}
+.scroll{overflow-x:auto}.lines,.invoice-list{width:100%;font-size:.9rem}
+.lines caption{text-align:left;font-size:.85rem;color:#555;padding:.4rem 0 .2rem}
+.lines th[scope=row],.invoice-list td,.invoice-list th{text-align:left;font-weight:400}.invoice-list thead th,.lines thead th{font-weight:600}
+.lines thead th:first-child{text-align:left}.invoice-list th[scope=row]{white-space:nowrap}
+.invoice-list td,.invoice-list th{padding:.15rem .3rem}
+.lines .num,.invoice-list .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.sub{display:block;font-size:.8rem;color:#555}
+.est-total{font-size:1.15rem;font-weight:600;text-align:right;margin:.6rem 0 0}
+.allowance p{margin:.5rem 0 .2rem;display:flex;flex-wrap:wrap;gap:.2rem .6rem;justify-content:space-between;font-size:.9rem}
+.allowance progress{width:100%;height:.8rem}.allowance.over progress{accent-color:#b3261e}.over-by,.error{color:#b3261e}
+nav{font-size:.9rem;margin-top:.5rem;display:flex;gap:1rem}
 @media (max-width:30rem){.total .value{font-size:1.6rem}body{padding:.5rem}}
 </style></head><body>${body}</body></html>`;
 }
@@ -167,6 +171,17 @@ function securityHeaders(c: Context<EdgeEnv>, nonce: string): void {
   c.header("Cache-Control", "no-store");
   c.header("X-Content-Type-Options", "nosniff");
 }
+
+/**
+ * Billing periods and invoice dates are shown in the customer's own time zone (the one their
+ * periods are cut in), whatever `tz` the usage panels use; `tz` for customers not in the catalog.
+ */
+function billingZone(deps: EdgeDeps, customer: string, tz: string): string {
+  return deps.catalog.customers.get(customer)?.timezone ?? tz;
+}
+
+/** Shortest time between two re-pricings of one page's estimate (each is a few usage queries). */
+const billingRefreshMs = 5000;
 
 /** The customer usage page and its panel fragments. */
 export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
@@ -191,16 +206,36 @@ export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
       );
     }
     const tz = zoneOf(c);
-    const period = monthContaining(now(), tz);
+    const nowMs = now();
+    const period = monthContaining(nowMs, tz);
     const meters = deps.catalog.list();
-    const panels = await Promise.all(meters.map((m) => panelData(deps.usage, m, grant.customer, period, tz)));
-    const month = DateTime.fromMillis(period.fromMs, { zone: tz }).toFormat("LLLL yyyy");
     const token = c.req.query("token")!;
+    const billingTz = billingZone(deps, grant.customer, tz);
+    const [panels, estimates] = await Promise.all([
+      Promise.all(meters.map((m) => panelData(deps.usage, m, grant.customer, period, tz))),
+      estimatesFor(deps, grant.customer, nowMs),
+    ]);
+    const invoices = invoicePage(
+      deps.invoices.index,
+      grant.customer,
+      Number(c.req.query("invoices_page") ?? "1") || 1,
+    );
+    const month = DateTime.fromMillis(period.fromMs, { zone: tz }).toFormat("LLLL yyyy");
     const stream = `/portal/stream?${new URLSearchParams({ tz, token }).toString()}`;
+    const pageLink = (n: number) => {
+      const q = new URLSearchParams({ token });
+      if (c.req.query("tz") !== undefined) q.set("tz", tz);
+      q.set("invoices_page", String(n));
+      return `/portal?${q.toString()}#invoices`;
+    };
+    const invoiceLink = (id: string) =>
+      `/portal/invoices/${encodeURIComponent(id)}?${new URLSearchParams({ token }).toString()}`;
     const body = `<main>
 <h1>Usage for ${esc(grant.customer)} · ${esc(month)}</h1>
 <p id="live" role="status" aria-live="polite">Connecting to live updates…</p>
+${renderEstimates(estimates, billingTz, nowMs)}
 ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => renderPanel(p, tz)).join("\n")}
+${estimates === null && invoices.total === 0 ? "" : renderInvoices(invoices, billingTz, invoiceLink, pageLink)}
 </main>
 <script nonce="${nonce}">
 (() => {
@@ -216,6 +251,10 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
     const { meter, html } = JSON.parse(e.data);
     const el = panel(meter);
     if (el) el.outerHTML = html;
+  });
+  es.addEventListener("billing", (e) => {
+    const el = document.getElementById("billing");
+    if (el) el.outerHTML = JSON.parse(e.data).html;
   });
   es.addEventListener("watermark", (e) => {
     const { meter, watermark } = JSON.parse(e.data);
@@ -241,8 +280,42 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
     const tz = zoneOf(c);
     const period = monthContaining(now(), tz);
     const meters = deps.catalog.list();
+    const billed = deps.catalog.subscriptions.list().some((s) => s.customer === grant.customer);
+    const billingTz = billingZone(deps, grant.customer, tz);
     return serveLiveStream(c, deps, (stream, end) => {
+      // The estimate is priced again after usage changed (a panel re-rendered), at most once per
+      // billingRefreshMs however many panels moved: its usage reads are the close's, per meter.
+      let billingTimer: NodeJS.Timeout | undefined;
+      let billingDirty = false;
+      let billingBusy = false;
+      let billingAt = 0;
+      let stopped = false;
+      const priceAgain = async () => {
+        billingTimer = undefined;
+        billingBusy = true;
+        billingDirty = false;
+        billingAt = Date.now();
+        try {
+          const nowMs = now();
+          const html = renderEstimates(await estimatesFor(deps, grant.customer, nowMs), billingTz, nowMs);
+          await stream.writeSSE({ event: "billing", data: JSON.stringify({ html }) });
+        } catch (err: unknown) {
+          deps.log.warn({ err }, "portal estimate update failed; next change retries");
+        } finally {
+          billingBusy = false;
+          if (billingDirty) scheduleBilling();
+        }
+      };
+      const scheduleBilling = () => {
+        billingDirty = true;
+        if (!billed || stopped || billingBusy || billingTimer !== undefined) return;
+        billingTimer = setTimeout(
+          () => void priceAgain(),
+          Math.max(0, billingAt + billingRefreshMs - Date.now()),
+        );
+      };
       const unsubscribes = meters.map((meter) => {
+        let firstRender = true;
         let lastData = "";
         let lastSentAt = 0;
         // Renders run one at a time per meter, always with the newest daily answer.
@@ -263,6 +336,9 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
               });
               const html = renderPanel({ meter, total, daily }, tz);
               await stream.writeSSE({ event: "panel", data: JSON.stringify({ meter: meter.key, html }) });
+              // The first answer is what the page was rendered with; later ones are new usage.
+              if (!firstRender) scheduleBilling();
+              firstRender = false;
             }
           } catch (err: unknown) {
             deps.log.warn({ err, meter: meter.key }, "portal panel update failed; next change retries");
@@ -300,9 +376,29 @@ ${panels.length === 0 ? "<p>No meters are set up yet.</p>" : panels.map((p) => r
         );
       });
       return () => {
+        stopped = true;
+        clearTimeout(billingTimer);
         for (const unsubscribe of unsubscribes) unsubscribe();
       };
     });
+  });
+
+  /**
+   * One of the token's customer's finalized invoices as JSON (the page links each past invoice
+   * here). Anything else — another customer's invoice, a draft, an unknown id — is the same 404,
+   * so a token cannot even learn that another customer's invoice exists.
+   */
+  app.get("/portal/invoices/:id", async (c) => {
+    c.header("Cache-Control", "no-store");
+    c.header("Referrer-Policy", "no-referrer");
+    c.header("X-Content-Type-Options", "nosniff");
+    const grant = tokenOf(c, deps);
+    if (grant === null) throw new ApiError("unauthorized", "invalid or expired portal token");
+    const id = c.req.param("id");
+    const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await deps.invoices.store.get(id) : null;
+    if (inv === null || inv.customer !== grant.customer || inv.status !== "finalized")
+      throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
+    return c.json(inv);
   });
 
   app.get("/portal/panel", async (c) => {

@@ -1,15 +1,11 @@
 import type { Hono } from "hono";
 import { z } from "zod";
-import {
-  upcomingInvoice,
-  usageSnapshotter,
-  type InvoiceIndex,
-  type InvoiceStore,
-} from "../../billing/index.js";
+import { upcomingInvoice, type InvoiceIndex, type InvoiceStore } from "../../billing/index.js";
 import { ApiError } from "../../lib/errors.js";
 import { listEvidence, queryEvidence } from "../../usage/index.js";
 import type { EdgeDeps } from "../app.js";
 import { requireScope } from "../auth.js";
+import { closeDepsOf } from "../close-deps.js";
 import type { EdgeEnv } from "../context.js";
 import { decodeCursor, encodeCursor, parseWith, timeParam } from "../params.js";
 
@@ -125,19 +121,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
     const key = c.req.param("key");
     if (deps.catalog.customers.get(key) === undefined)
       throw new ApiError("not_found", `no customer ${JSON.stringify(key)}`);
-    const { config } = deps;
-    const closeDeps = {
-      catalog: deps.catalog,
-      invoices: invoices.store,
-      snapshots: usageSnapshotter(deps.usage),
-      watermark: () => deps.watermarks.current(),
-      log: deps.log,
-      settings: {
-        graceMs: config.close.graceMs,
-        issuerPrefix: config.close.invoicePrefix,
-        backfillDays: config.limits.backfillDays,
-      },
-    };
+    const closeDeps = closeDepsOf(deps);
     const nowMs = (deps.now ?? Date.now)();
     const watermark = await deps.watermarks.current();
     const data = [];
