@@ -8,11 +8,7 @@ import type { FormObject, FormValue } from "./form.js";
  * StripeRateLimitError; 400/404 with type idempotency_error → StripeIdempotencyError; other
  * 400/404 → StripeInvalidRequestError; 401 → StripeAuthenticationError; else StripeAPIError).
  */
-export type StripeErrorType =
-  | "api_error"
-  | "card_error"
-  | "idempotency_error"
-  | "invalid_request_error";
+export type StripeErrorType = "api_error" | "card_error" | "idempotency_error" | "invalid_request_error";
 
 export interface StripeErrorBody {
   error: {

@@ -97,8 +97,7 @@ export interface CreditNoteRec {
   status: "issued" | "void";
 }
 
-export const sumLines = (lines: readonly LineRec[]): number =>
-  lines.reduce((s, l) => s + l.amount, 0);
+export const sumLines = (lines: readonly LineRec[]): number => lines.reduce((s, l) => s + l.amount, 0);
 
 /** How many lines a retrieved invoice embeds; the rest is paginated at `lines.url`. */
 export const EMBEDDED_LINES = 10;
@@ -367,8 +366,8 @@ export function renderEvent(
   created: number,
   apiVersion: string | null,
   request: { id: string | null; idempotency_key: string | null } | null,
-): Wire<Stripe.InvoicePaidEvent> | Wire<Stripe.Event> {
-  return {
+): Wire<Stripe.Event> {
+  const event = {
     id,
     object: "event",
     api_version: apiVersion,
@@ -378,5 +377,6 @@ export function renderEvent(
     pending_webhooks: 1,
     request,
     type,
-  } as Wire<Stripe.Event>;
+  } satisfies Omit<Wire<Stripe.InvoicePaidEvent>, "type"> & { type: InvoiceEventType };
+  return event;
 }

@@ -54,7 +54,10 @@ function paginate<T extends { id: string }>(
   const after = str(params, "starting_after");
   const before = str(params, "ending_before");
   if (after !== undefined && before !== undefined) {
-    throw invalid("You may only specify one of these parameters: ending_before, starting_after.", "ending_before");
+    throw invalid(
+      "You may only specify one of these parameters: ending_before, starting_after.",
+      "ending_before",
+    );
   }
   if (after !== undefined) {
     const i = items.findIndex((x) => x.id === after);
@@ -77,10 +80,13 @@ function period(raw: FormValue | undefined, param: string, now: number): { start
   onlyParams(p, ["start", "end"], param);
   const start = int(p, "start", `${param}[start]`);
   const end = int(p, "end", `${param}[end]`);
-  if (start === undefined) throw invalid(`Missing required param: ${param}[start].`, `${param}[start]`, "parameter_missing");
-  if (end === undefined) throw invalid(`Missing required param: ${param}[end].`, `${param}[end]`, "parameter_missing");
+  if (start === undefined)
+    throw invalid(`Missing required param: ${param}[start].`, `${param}[start]`, "parameter_missing");
+  if (end === undefined)
+    throw invalid(`Missing required param: ${param}[end].`, `${param}[end]`, "parameter_missing");
   // InvoiceAddLinesParams.Line.Period: "The end of the period, which must be greater than or equal to the start."
-  if (end < start) throw invalid("The period end must be greater than or equal to the period start.", `${param}[end]`);
+  if (end < start)
+    throw invalid("The period end must be greater than or equal to the period start.", `${param}[end]`);
   return { start, end };
 }
 
@@ -140,7 +146,11 @@ function parseLine(
     total = amount;
   } else if (priceData !== undefined) {
     const pp = `${param}[price_data]`;
-    onlyParams(priceData, ["currency", "product", "product_data", "tax_behavior", "unit_amount", "unit_amount_decimal"], pp);
+    onlyParams(
+      priceData,
+      ["currency", "product", "product_data", "tax_behavior", "unit_amount", "unit_amount_decimal"],
+      pp,
+    );
     const currency = requiredStr(priceData, "currency", `${pp}[currency]`).toLowerCase();
     // Invoice items share the invoice's currency (InvoiceItem.currency); a mismatch is refused.
     if (currency !== invoiceCurrency) {
@@ -155,7 +165,10 @@ function parseLine(
     const unit = int(priceData, "unit_amount", `${pp}[unit_amount]`);
     const unitDec = str(priceData, "unit_amount_decimal", `${pp}[unit_amount_decimal]`);
     if ((unit === undefined) === (unitDec === undefined)) {
-      throw invalid(`Exactly one of ${pp}[unit_amount] and ${pp}[unit_amount_decimal] is required.`, `${pp}[unit_amount]`);
+      throw invalid(
+        `Exactly one of ${pp}[unit_amount] and ${pp}[unit_amount_decimal] is required.`,
+        `${pp}[unit_amount]`,
+      );
     }
     const unitValue = unit ?? Number(unitDec);
     if (!Number.isFinite(unitValue) || unitValue < 0) {
@@ -180,7 +193,15 @@ function parseLine(
   };
 }
 
-const INVOICE_SEARCH_FIELDS = ["metadata", "customer", "status", "currency", "number", "total", "created"] as const;
+const INVOICE_SEARCH_FIELDS = [
+  "metadata",
+  "customer",
+  "status",
+  "currency",
+  "number",
+  "total",
+  "created",
+] as const;
 
 export const routes: Route[] = [
   {
@@ -189,7 +210,15 @@ export const routes: Route[] = [
     pattern: /^\/v1\/customers$/,
     name: "POST /v1/customers",
     handler: ({ params, state }) => {
-      onlyParams(params, [...COMMON, "name", "email", "description", "metadata", "invoice_prefix", "invoice_settings"]);
+      onlyParams(params, [
+        ...COMMON,
+        "name",
+        "email",
+        "description",
+        "metadata",
+        "invoice_prefix",
+        "invoice_settings",
+      ]);
       const prefix = str(params, "invoice_prefix");
       // Customer.invoice_prefix: 3–12 uppercase letters or numbers.
       if (prefix !== undefined && !/^[A-Z0-9]{3,12}$/.test(prefix)) {
@@ -245,14 +274,21 @@ export const routes: Route[] = [
       // "days_until_due / due_date: send_invoice only" (InvoiceCreateParams docs).
       if (collectionMethod !== "send_invoice") {
         if (daysUntilDue !== undefined) {
-          throw invalid("days_until_due can only be set when collection_method is send_invoice.", "days_until_due");
+          throw invalid(
+            "days_until_due can only be set when collection_method is send_invoice.",
+            "days_until_due",
+          );
         }
         if (dueDate !== undefined) {
           throw invalid("due_date can only be set when collection_method is send_invoice.", "due_date");
         }
       }
       if (daysUntilDue !== undefined && dueDate !== undefined) {
-        throw invalid("You may only specify one of these parameters: days_until_due, due_date.", "days_until_due", "parameters_exclusive");
+        throw invalid(
+          "You may only specify one of these parameters: days_until_due, due_date.",
+          "days_until_due",
+          "parameters_exclusive",
+        );
       }
       // Default `exclude`; `include` would pull the customer's pending invoice items, and this server
       // has no standalone invoice items, so both behave the same here.
@@ -335,7 +371,15 @@ export const routes: Route[] = [
     pattern: /^\/v1\/invoices$/,
     name: "GET /v1/invoices",
     handler: ({ params, state }) => {
-      onlyParams(params, [...COMMON, "customer", "status", "collection_method", "limit", "starting_after", "ending_before"]);
+      onlyParams(params, [
+        ...COMMON,
+        "customer",
+        "status",
+        "collection_method",
+        "limit",
+        "starting_after",
+        "ending_before",
+      ]);
       const customer = str(params, "customer");
       const status = str(params, "status");
       const method = str(params, "collection_method");
@@ -432,8 +476,18 @@ export const routes: Route[] = [
     pattern: /^\/v1\/invoices\/([^/]+)\/pay$/,
     name: "POST /v1/invoices/:id/pay",
     handler: ({ params, pathParams, state, ...meta }) => {
-      onlyParams(params, [...COMMON, "paid_out_of_band", "forgive", "off_session", "payment_method", "source", "mandate"]);
-      return ok(state.invoiceView(state.pay(pathParams[0]!, bool(params, "paid_out_of_band") ?? false, meta)));
+      onlyParams(params, [
+        ...COMMON,
+        "paid_out_of_band",
+        "forgive",
+        "off_session",
+        "payment_method",
+        "source",
+        "mandate",
+      ]);
+      return ok(
+        state.invoiceView(state.pay(pathParams[0]!, bool(params, "paid_out_of_band") ?? false, meta)),
+      );
     },
   },
   {
@@ -484,19 +538,43 @@ export const routes: Route[] = [
       const lines: CreditNoteRec["lines"] = (rawLines ?? []).map((raw, i) => {
         const param = `lines[${i}]`;
         const l = asObject(raw, param);
-        onlyParams(l, ["type", "amount", "description", "invoice_line_item", "metadata", "quantity", "unit_amount"], param);
+        onlyParams(
+          l,
+          ["type", "amount", "description", "invoice_line_item", "metadata", "quantity", "unit_amount"],
+          param,
+        );
         const type = oneOf(l, "type", ["invoice_line_item", "custom_line_item"] as const, `${param}[type]`);
-        if (type === undefined) throw invalid(`Missing required param: ${param}[type].`, `${param}[type]`, "parameter_missing");
+        if (type === undefined)
+          throw invalid(`Missing required param: ${param}[type].`, `${param}[type]`, "parameter_missing");
         const metadata = mergeMetadata({}, l.metadata, `${param}[metadata]`);
         if (type === "invoice_line_item") {
           const lineId = requiredStr(l, "invoice_line_item", `${param}[invoice_line_item]`);
           const line = inv.lines.find((x) => x.id === lineId);
-          if (!line) throw invalid(`No such invoice line item: '${lineId}'`, `${param}[invoice_line_item]`, "resource_missing");
+          if (!line)
+            throw invalid(
+              `No such invoice line item: '${lineId}'`,
+              `${param}[invoice_line_item]`,
+              "resource_missing",
+            );
           const a = int(l, "amount", `${param}[amount]`) ?? line.amount;
-          return { id: `cnli_${lineId.slice(3)}_${i}`, type, amount: a, description: line.description, invoiceLineItem: lineId, quantity: null, unitAmount: null, metadata };
+          return {
+            id: `cnli_${lineId.slice(3)}_${i}`,
+            type,
+            amount: a,
+            description: line.description,
+            invoiceLineItem: lineId,
+            quantity: null,
+            unitAmount: null,
+            metadata,
+          };
         }
         const unit = int(l, "unit_amount", `${param}[unit_amount]`);
-        if (unit === undefined) throw invalid(`Missing required param: ${param}[unit_amount].`, `${param}[unit_amount]`, "parameter_missing");
+        if (unit === undefined)
+          throw invalid(
+            `Missing required param: ${param}[unit_amount].`,
+            `${param}[unit_amount]`,
+            "parameter_missing",
+          );
         const qty = int(l, "quantity", `${param}[quantity]`) ?? 1;
         return {
           id: `cnli_custom_${i}_${Date.now().toString(36)}`,
@@ -517,7 +595,12 @@ export const routes: Route[] = [
         memo: str(params, "memo") ?? null,
         metadata: mergeMetadata({}, params.metadata, "metadata"),
         reason:
-          oneOf(params, "reason", ["duplicate", "fraudulent", "order_change", "product_unsatisfactory"] as const) ?? null,
+          oneOf(params, "reason", [
+            "duplicate",
+            "fraudulent",
+            "order_change",
+            "product_unsatisfactory",
+          ] as const) ?? null,
         creditAmount: int(params, "credit_amount") ?? 0,
         refundAmount: int(params, "refund_amount") ?? 0,
         outOfBandAmount: int(params, "out_of_band_amount") ?? null,

@@ -145,8 +145,7 @@ export async function startStripeServer(opts: StartOptions = {}): Promise<Stripe
   const requests = new RequestLog();
   const ttlMs = opts.idempotencyTtlMs ?? 86_400_000;
   const idem = new Map<string, IdemRecord>();
-  const accepted = (key: string) =>
-    opts.apiKeys ? opts.apiKeys.includes(key) : /^(sk|rk)_test_/.test(key);
+  const accepted = (key: string) => (opts.apiKeys ? opts.apiKeys.includes(key) : /^(sk|rk)_test_/.test(key));
   let seq = 0;
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -190,8 +189,7 @@ export async function startStripeServer(opts: StartOptions = {}): Promise<Stripe
     try {
       const rawBody = await readBody(req);
       try {
-        entry.params =
-          method === "POST" ? parseForm(rawBody) : parseForm(url.searchParams.toString());
+        entry.params = method === "POST" ? parseForm(rawBody) : parseForm(url.searchParams.toString());
       } catch (e) {
         if (e instanceof FormParseError) throw invalid(e.message, e.param);
         throw e;
@@ -239,10 +237,7 @@ export async function startStripeServer(opts: StartOptions = {}): Promise<Stripe
       const fingerprint = `${method} ${url.pathname} ${canonical(entry.params)}`;
       if (useIdem) {
         if (idempotencyKey.length > 255) {
-          throw invalid(
-            "Idempotency-Key must be at most 255 characters long.",
-            undefined,
-          );
+          throw invalid("Idempotency-Key must be at most 255 characters long.", undefined);
         }
         let rec = idem.get(storeKey);
         if (rec?.state === "done" && clock.now() - rec.savedAt >= ttlMs) {
@@ -276,6 +271,12 @@ export async function startStripeServer(opts: StartOptions = {}): Promise<Stripe
             );
           }
           entry.replayed = true;
+          // A replayed answer can be lost on the wire like any other.
+          if (faults.takeDrop(route.name, "after-commit")) {
+            entry.fault = "crash-after-commit";
+            destroy();
+            return;
+          }
           // `Idempotent-Replayed: true` is not in the Stripe pages read; it is the header Stripe's
           // API is reported to send on replays (GHSA-8mhj-rffc-rcvw relies on it). Clients must
           // not depend on it.
@@ -360,10 +361,7 @@ export async function startStripeServer(opts: StartOptions = {}): Promise<Stripe
   };
 }
 
-function matchRoute(
-  method: string,
-  path: string,
-): { route: Route; pathParams: string[] } | null {
+function matchRoute(method: string, path: string): { route: Route; pathParams: string[] } | null {
   for (const route of routes) {
     if (route.method !== method) continue;
     const m = route.pattern.exec(path);
@@ -423,4 +421,3 @@ function serverError(f: { status: number; shouldRetry?: boolean }): StripeHttpEr
     headers,
   );
 }
-

@@ -72,7 +72,7 @@ export class State {
         this.now(),
         meta?.apiVersion ?? null,
         meta === null ? null : { id: meta.requestId, idempotency_key: meta.idempotencyKey },
-      ) as Wire<Stripe.Event>,
+      ),
     );
   }
 
@@ -112,7 +112,10 @@ export class State {
   }): CustomerRec {
     const prefix =
       input.invoicePrefix ??
-      newId("x").slice(2, 10).toUpperCase().replace(/[^A-Z0-9]/g, "A");
+      newId("x")
+        .slice(2, 10)
+        .toUpperCase()
+        .replace(/[^A-Z0-9]/g, "A");
     const c: CustomerRec = {
       id: newId("cus"),
       created: this.now(),
@@ -246,7 +249,11 @@ export class State {
   pay(invoiceId: string, outOfBand: boolean, meta: RequestMeta): InvoiceRec {
     const inv = this.invoice(invoiceId);
     if (inv.status !== "open" && inv.status !== "uncollectible") {
-      throw stateError(`Invoice is ${inv.status}; only open or uncollectible invoices can be paid.`, undefined, "invoice_not_editable");
+      throw stateError(
+        `Invoice is ${inv.status}; only open or uncollectible invoices can be paid.`,
+        undefined,
+        "invoice_not_editable",
+      );
     }
     const due = Math.max(0, sumLines(inv.lines) - inv.prePaymentCreditNotes);
     inv.amountPaid = due;
@@ -279,7 +286,11 @@ export class State {
   markUncollectible(invoiceId: string, meta: RequestMeta): InvoiceRec {
     const inv = this.invoice(invoiceId);
     if (inv.status !== "open") {
-      throw stateError(`Invoice is ${inv.status}; only open invoices can be marked uncollectible.`, undefined, "invoice_not_editable");
+      throw stateError(
+        `Invoice is ${inv.status}; only open invoices can be marked uncollectible.`,
+        undefined,
+        "invoice_not_editable",
+      );
     }
     inv.status = "uncollectible";
     inv.markedUncollectibleAt = this.now();
@@ -325,7 +336,10 @@ export class State {
       type = "post_payment";
       const room = inv.amountPaid - inv.postPaymentCreditNotes;
       if (input.amount > room) {
-        throw stateError(`The credit note amount (${input.amount}) exceeds the amount that can be credited (${room}).`, "amount");
+        throw stateError(
+          `The credit note amount (${input.amount}) exceeds the amount that can be credited (${room}).`,
+          "amount",
+        );
       }
       const settled = input.creditAmount + input.refundAmount + (input.outOfBandAmount ?? 0);
       if (settled !== input.amount) {
@@ -339,7 +353,10 @@ export class State {
       type = "pre_payment";
       const room = total - inv.prePaymentCreditNotes - inv.amountPaid;
       if (input.amount > room) {
-        throw stateError(`The credit note amount (${input.amount}) exceeds the invoice's amount remaining (${room}).`, "amount");
+        throw stateError(
+          `The credit note amount (${input.amount}) exceeds the invoice's amount remaining (${room}).`,
+          "amount",
+        );
       }
       inv.prePaymentCreditNotes += input.amount;
     }
@@ -368,4 +385,3 @@ export class State {
     return renderCreditNote(cn);
   }
 }
-
