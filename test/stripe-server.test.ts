@@ -131,6 +131,15 @@ describe("invoices: create → add_lines → finalize", () => {
     expect(closed).toMatchObject({ statusCode: 400, code: "invoice_not_editable" });
   });
 
+  it("an amount due under the currency's minimum charge is marked paid at finalization and moved to the customer balance", async () => {
+    const stripe = client();
+    const { customer, invoice } = await newDraft(stripe, "inv_tiny");
+    await stripe.invoices.addLines(invoice.id, { lines: [{ amount: 30, description: "tiny" }] });
+    const fin = await stripe.invoices.finalizeInvoice(invoice.id);
+    expect(fin.status).toBe("paid");
+    expect((await stripe.customers.retrieve(customer.id)) as Stripe.Customer).toMatchObject({ balance: 30 });
+  });
+
   it("price_data lines: amount = unit × quantity; a currency other than the invoice's is refused", async () => {
     const stripe = client();
     const { invoice } = await newDraft(stripe, "inv_pd");
@@ -387,8 +396,7 @@ describe("faults: 429, 5xx, rate limit, crash after commit", () => {
     );
     const limited = results.filter((r) => r.status === "rejected");
     expect(results.length - limited.length).toBe(5);
-    for (const r of limited)
-      expect((r).reason).toBeInstanceOf(Stripe.errors.StripeRateLimitError);
+    for (const r of limited) expect(r.reason).toBeInstanceOf(Stripe.errors.StripeRateLimitError);
     // Other endpoints have their own budget.
     await stripe.invoices.listLineItems(invoice.id);
   });

@@ -28,6 +28,8 @@ export interface CustomerRec {
   invoicePrefix: string;
   nextInvoiceSequence: number;
   footer: string | null;
+  /** Minor units the customer owes (positive) or has in credit (negative), as Customer.balance. */
+  balance: number;
 }
 
 export interface LineRec {
@@ -107,7 +109,7 @@ export function renderCustomer(c: CustomerRec): Wire<Stripe.Customer> {
     id: c.id,
     object: "customer",
     address: null,
-    balance: 0,
+    balance: c.balance,
     created: c.created,
     currency: c.currency,
     default_source: null,

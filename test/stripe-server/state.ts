@@ -28,6 +28,19 @@ export interface RequestMeta {
   apiVersion: string;
 }
 
+const MIN_CHARGE: Record<string, number> = {
+  usd: 50,
+  eur: 50,
+  gbp: 30,
+  cad: 50,
+  aud: 50,
+  chf: 50,
+  jpy: 50,
+  sek: 300,
+  nok: 300,
+  dkk: 250,
+};
+
 /** A state error raised after the endpoint "began executing": saved under the idempotency key. */
 const stateError = (message: string, param: string | undefined, code?: string) =>
   invalid(message, param, code, "execution");
@@ -127,6 +140,7 @@ export class State {
       invoicePrefix: prefix,
       nextInvoiceSequence: 1,
       footer: input.footer,
+      balance: 0,
     };
     this.customers.set(c.id, c);
     return c;
@@ -215,8 +229,11 @@ export class State {
    * Finalize (https://docs.stripe.com/invoicing/integration/workflow-transitions: draft → open,
    * event invoice.finalized). Stripe "assigns `number` at finalization unless one was set"
    * (stripe@23.1.0 Invoices.d.ts); the `PREFIX-NNNN` form follows Customer.invoice_prefix and
-   * next_invoice_sequence. A zero-amount invoice is marked paid on finalization (ASSUMED from Stripe's
-   * behaviour, not re-read here).
+   * next_invoice_sequence. https://docs.stripe.com/api/invoices/object: "If the amount due for the
+   * invoice is less than Stripe's minimum allowed charge per currency, the invoice is automatically
+   * marked paid, and we add the amount due to the customer's credit balance". The minimums come from
+   * https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts (from memory, not re-read
+   * here; unknown currencies use 50).
    */
   finalize(invoiceId: string, autoAdvance: boolean | undefined, meta: RequestMeta): InvoiceRec {
     const inv = this.invoice(invoiceId);
@@ -237,7 +254,9 @@ export class State {
       inv.dueDate = now + (inv.daysUntilDue ?? 30) * 86_400;
     }
     this.emit("invoice.finalized", inv, meta);
-    if (sumLines(inv.lines) === 0) {
+    const due = Math.max(0, sumLines(inv.lines) - inv.prePaymentCreditNotes);
+    if (due < (MIN_CHARGE[inv.currency] ?? 50)) {
+      cust.balance += due;
       inv.status = "paid";
       inv.paidAt = now;
       this.emit("invoice.paid", inv, meta);
