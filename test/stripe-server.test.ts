@@ -315,6 +315,18 @@ describe("idempotency (https://docs.stripe.com/idempotency)", () => {
       .create({ customer: "cus_nope" }, { idempotencyKey: "k-val" })
       .catch((e: unknown) => e);
     expect(bad).toMatchObject({ statusCode: 400, code: "resource_missing", param: "customer" });
+
+    // A parameter that fails validation saves nothing: the corrected request may reuse the key.
+    const customer = await stripe.customers.create({});
+    const typo = await stripe.invoices
+      .create({ customer: customer.id, colour: "red" } as Stripe.InvoiceCreateParams, {
+        idempotencyKey: "k-typo",
+      })
+      .catch((e: unknown) => e);
+    expect(typo).toMatchObject({ statusCode: 400, code: "parameter_unknown" });
+    const fixed = await stripe.invoices.create({ customer: customer.id }, { idempotencyKey: "k-typo" });
+    expect(fixed.lastResponse.headers["idempotent-replayed"]).toBeUndefined();
+    expect(srv.state.invoices.has(fixed.id)).toBe(true);
   });
 });
 
