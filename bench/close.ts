@@ -316,7 +316,10 @@ interface Servers {
 
 /** What one `tally close --once` run printed and cost. */
 interface CloseRun {
+  /** From spawning the process to its exit (connecting, loading the catalog, the close). */
   wallS: number;
+  /** The close itself, as the process logged it (`close run`); null when killed. */
+  closeS: number | null;
   closeCpuS: number;
   clickhouseCpuS: number;
   natsCpuS: number;
@@ -326,6 +329,8 @@ interface CloseRun {
 }
 
 const cli = resolve("dist/src/cli/main.js");
+/** Extra node flags for the close process, e.g. `BENCH_CLOSE_NODE_ARGS=--cpu-prof` to profile it. */
+const nodeArgs = (process.env.BENCH_CLOSE_NODE_ARGS ?? "").split(" ").filter(Boolean);
 
 /**
  * Runs `tally close --once --json`; with `killAtFinalized`, SIGKILLs it once that many invoices
@@ -340,7 +345,7 @@ async function closeOnce(
   const cpu0 = { ch: cpuSeconds(s.ch.process.pid ?? 0) ?? 0, nats: cpuSeconds(s.nats.process.pid ?? 0) ?? 0 };
   const t0 = performance.now();
   let out = "";
-  const child: Child = spawnChild("tally close", process.execPath, [cli, "close", "--once", "--json"], {
+  const child: Child = spawnChild("tally close", process.execPath, [...nodeArgs, cli, "close", "--once", "--json"], {
     env: s.env,
     onLine: (l) => (out += `${l}\n`),
   });
@@ -368,8 +373,14 @@ async function closeOnce(
   if (!killed && code !== "0") throw new Error(`tally close exited ${code}:\n${child.output()}`);
   let finalized = 0;
   let errors = 0;
+  const logged = out
+    .split("\n")
+    .filter((l) => l.startsWith('{"level"'))
+    .map((l) => JSON.parse(l) as { msg?: string; ms?: number })
+    .find((l) => l.msg === "close run");
   if (!killed) {
-    const report = JSON.parse(out.trim().split("\n").at(-1) ?? "{}") as {
+    // The report is pretty-printed JSON after any log lines (JSON, one per line).
+    const report = JSON.parse(out.slice(out.indexOf("\n{\n") + 1) || "{}") as {
       finalized?: string[];
       errors?: unknown[];
     };
@@ -379,6 +390,7 @@ async function closeOnce(
   }
   return {
     wallS,
+    closeS: logged?.ms === undefined ? null : logged.ms / 1000,
     closeCpuS: closeCpu,
     clickhouseCpuS: (cpuSeconds(s.ch.process.pid ?? 0) ?? 0) - cpu0.ch,
     natsCpuS: (cpuSeconds(s.nats.process.pid ?? 0) ?? 0) - cpu0.nats,
@@ -456,7 +468,8 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     TALLY_CLICKHOUSE_DATABASE: db,
     TALLY_CLICKHOUSE_TIMEOUT_MS: "600000",
     TALLY_CLOSE_LEASE_TTL_MS: "3000",
-    TALLY_LOG_LEVEL: "warn",
+    // info: the close logs how long its run took ("close run", ms), without the process start.
+    TALLY_LOG_LEVEL: "info",
     // Events up to the month's start + the horizon: the generated month is inside it.
     TALLY_BACKFILL_DAYS: "400",
   };
@@ -502,8 +515,17 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
 
   const totalCents = [...invoicesA.values()].reduce((s, i) => s + i.total, 0);
   const rows: string[][] = [
-    ["step", "wall s", "close CPU s", "ClickHouse CPU s", "NATS CPU s", "finalized", "problems"],
-    ["catalog apply (in process)", fmt(catalogS, 1), "", "", "", "", ""],
+    [
+      "step",
+      "process wall s",
+      "close run s",
+      "close CPU s",
+      "ClickHouse CPU s",
+      "NATS CPU s",
+      "finalized",
+      "problems",
+    ],
+    ["catalog apply (in process)", fmt(catalogS, 1), "", "", "", "", "", ""],
     row("run A: close --once", runA, problemsA),
   ];
   if (runB1 !== null && runB2 !== null) {
@@ -512,7 +534,7 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   }
   process.stdout.write(`\n${table(rows)}\n`);
   process.stdout.write(
-    `\nrun A: ${runA.wallS.toFixed(1)} s for ${a.customers.toLocaleString("en-US")} subscriptions ` +
+    `\nrun A: close run ${runA.closeS?.toFixed(1)} s (process ${runA.wallS.toFixed(1)} s) for ${a.customers.toLocaleString("en-US")} subscriptions ` +
       `(target ${targetS} s); invoiced total ${(totalCents / 100).toLocaleString("en-US")} USD\n`,
   );
   process.stdout.write(
@@ -537,6 +559,7 @@ function row(label: string, r: CloseRun, problems: string[]): string[] {
   return [
     label,
     fmt(r.wallS, 1),
+    r.closeS === null ? "" : fmt(r.closeS, 1),
     fmt(r.closeCpuS, 1),
     fmt(r.clickhouseCpuS, 1),
     fmt(r.natsCpuS, 1),

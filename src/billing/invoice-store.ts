@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { JetStreamClient, KV, KvEntry } from "nats";
 import pMap from "p-map";
+import { loadedWithin, watchLoadTimeoutMs } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 import type { Invoice } from "./invoice.js";
 
@@ -164,11 +165,22 @@ export class InvoiceStore {
     }
     const counter = entry === null ? { last: 0, pending: [] } : readNumbering(entry);
     const unique = [...new Set(ids)];
-    const stored = await pMap(unique, (id) => this.get(id), { concurrency: bulkConcurrency });
+    const stored = await pMap(unique, (id) => this.kv.get(`invoices.${id}`), {
+      concurrency: bulkConcurrency,
+    });
     const drafts: string[] = [];
-    stored.forEach((inv, i) => {
-      if (inv === null) throw new Error(`no invoice ${unique[i]}`);
-      if (inv.status === "draft") drafts.push(unique[i]!);
+    // Drafts as just read: finalizing writes on these revisions without reading them again (a
+    // draft changed since fails the compare-and-set, and the retry reads everything afresh).
+    const read = new Map<string, KvEntry>();
+    const out = new Map<string, Invoice>();
+    stored.forEach((e, i) => {
+      const id = unique[i]!;
+      if (e === null || e.operation !== "PUT") throw new Error(`no invoice ${id}`);
+      const inv = e.json<Invoice>();
+      if (inv.status === "draft") {
+        drafts.push(id);
+        read.set(id, e);
+      } else out.set(id, inv);
     });
     if (drafts.length > 0) {
       const claimed: Numbering = {
@@ -177,27 +189,30 @@ export class InvoiceStore {
       };
       // The claim: numbers and who gets them, in one compare-and-set.
       const rev = await this.cas(counterKey, entry, claimed);
-      await this.completeBatch(rev, claimed, prefix, now);
+      for (const inv of await this.completeBatch(rev, claimed, prefix, now, read)) out.set(inv.id, inv);
     }
-    const out = await pMap(ids, (id) => this.get(id), { concurrency: bulkConcurrency });
-    return out.filter((inv): inv is Invoice => inv !== null);
+    return ids.map((id) => out.get(id)).filter((inv): inv is Invoice => inv !== undefined);
   }
 
-  /** Finalizes every draft of a claimed batch with its number, then clears the batch. */
+  /**
+   * Finalizes every draft of a claimed batch with its number, then clears the batch; resolves
+   * with the batch's invoices as finalized. `read`: entries read just before the claim.
+   */
   private async completeBatch(
     revision: number,
     counter: Numbering,
     prefix: string,
     now: Date,
-  ): Promise<void> {
+    read: ReadonlyMap<string, KvEntry> = new Map(),
+  ): Promise<Invoice[]> {
     let done = 0;
     this.faults.afterFinalized?.(done);
     // Each draft of the batch has its number already; the order they are written in is free.
-    await pMap(
+    const finalized = await pMap(
       counter.pending,
-      async ({ id, number }) => {
+      async ({ id, number }): Promise<Invoice> => {
         const key = `invoices.${id}`;
-        const e = await this.kv.get(key);
+        const e = read.get(id) ?? (await this.kv.get(key));
         if (e === null || e.operation !== "PUT")
           throw new Error(`invoice ${id} of a numbering batch is missing`);
         const inv = e.json<Invoice>();
@@ -215,10 +230,12 @@ export class InvoiceStore {
             throw new InvoiceConflict(`invoice ${id} changed while being finalized`);
           }
           await this.putSummary(finalized);
-          this.log?.info({ invoice: id, number: want }, "invoice finalized");
+          this.log?.debug({ invoice: id, number: want }, "invoice finalized");
           this.faults.afterFinalized?.(++done);
+          return finalized;
         } else if (inv.number === want) {
           await this.putSummary(inv); // a crash may have come between the invoice and its summary
+          return inv;
         } else {
           // Only a batch finalizes; a batch lists each draft once. Anything else is a bug: stop loudly.
           throw new Error(`invoice ${id} is ${inv.status} with number ${inv.number}, batch says ${want}`);
@@ -228,6 +245,18 @@ export class InvoiceStore {
     );
     const cleared: Numbering = { last: counter.last, pending: [] };
     await this.cas(`numbering.${prefixToken(prefix)}`, { revision }, cleared);
+    const first = counter.pending[0];
+    if (first !== undefined) {
+      this.log?.info(
+        {
+          invoices: counter.pending.length,
+          first: formatNumber(prefix, first.number),
+          last: formatNumber(prefix, counter.last),
+        },
+        "invoices finalized",
+      );
+    }
+    return finalized;
   }
 
   private async cas(key: string, entry: { revision: number } | null, value: Numbering): Promise<number> {
@@ -263,7 +292,20 @@ export class InvoiceStore {
    * The returned index stays current until `stop()`.
    */
   async index(): Promise<InvoiceIndex> {
-    const index = new InvoiceIndex();
+    for (let attempt = 1; ; attempt++) {
+      const index = new InvoiceIndex();
+      try {
+        await this.loadIndex(index);
+        return index;
+      } catch (err: unknown) {
+        index.stop();
+        if (attempt >= 4) throw err;
+        this.log?.warn({ err, attempt }, "invoice summaries watch did not load; opening it again");
+      }
+    }
+  }
+
+  private async loadIndex(index: InvoiceIndex): Promise<void> {
     let initialized!: () => void;
     const ready = new Promise<void>((resolve) => (initialized = resolve));
     const iter = await this.kv.watch({ key: "summaries.>", initializedFn: () => initialized() });
@@ -275,8 +317,7 @@ export class InvoiceStore {
       }
     })();
     index.stop = () => iter.stop();
-    await ready;
-    return index;
+    await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch");
   }
 }
 

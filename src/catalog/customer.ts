@@ -1,4 +1,4 @@
-import { IANAZone } from "luxon";
+import { isValidZone } from "../usage/windows.js";
 import { z } from "zod";
 import { isWellFormed } from "../events/index.js";
 import { eventLimits } from "../events/limits.js";
@@ -18,7 +18,7 @@ export const metadataSchema = z
 /** An IANA time zone name (`Europe/Berlin`); billing periods follow it. */
 export const timezoneSchema = z
   .string({ error: "must be an IANA time zone name such as Europe/Berlin" })
-  .refine((tz) => IANAZone.isValidZone(tz), {
+  .refine((tz) => isValidZone(tz), {
     error: (i) =>
       `unknown IANA time zone ${JSON.stringify(i.input)} (e.g. Europe/Berlin, America/New_York, UTC)`,
   });

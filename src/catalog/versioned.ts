@@ -1,5 +1,6 @@
 import type { KV } from "nats";
 import pMap from "p-map";
+import { loadedWithin, watchLoadTimeoutMs } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 
 /** A stored catalog object: its definition plus the version it got and when. */
@@ -82,6 +83,20 @@ export class VersionedCollection<D extends { key: string }> {
 
   /** Loads every current object and keeps following changes until {@link close}. */
   async start(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.watch();
+        return;
+      } catch (err: unknown) {
+        await this.close();
+        this.current.clear();
+        if (attempt >= 4) throw err;
+        this.log?.warn({ err, attempt }, `${this.kind.noun} watch did not load; opening it again`);
+      }
+    }
+  }
+
+  private async watch(): Promise<void> {
     let initialized!: () => void;
     const ready = new Promise<void>((resolve) => (initialized = resolve));
     const iter = await this.kv.watch({ key: `${this.kind.pointer}.>`, initializedFn: () => initialized() });
@@ -99,7 +114,7 @@ export class VersionedCollection<D extends { key: string }> {
         }
       }
     })();
-    await ready;
+    await loadedWithin(ready, watchLoadTimeoutMs, `${this.kind.noun} watch`);
   }
 
   async close(): Promise<void> {

@@ -16,3 +16,28 @@ export function holderId(): string {
 export function isWrongLastSequence(err: unknown): boolean {
   return (err as { api_error?: { err_code?: number } } | null)?.api_error?.err_code === 10071;
 }
+
+/**
+ * How long a KV watch may take to deliver the current values before it is opened again. Under
+ * load (a catalog apply of 100,000 objects next to a busy ClickHouse) a watch whose consumer
+ * creation was lost was seen waiting forever for values that never come.
+ */
+export const watchLoadTimeoutMs = 30_000;
+
+/**
+ * Resolves when `ready` does; rejects with a timeout error after `ms` (the caller stops the watch
+ * and opens it again).
+ */
+export async function loadedWithin(ready: Promise<void>, ms: number, what: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      ready,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no initial values within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

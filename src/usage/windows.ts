@@ -17,9 +17,16 @@ export interface Window {
  */
 export const maxWindows = 10_000;
 
+/** Zone names found valid (a few hundred exist); luxon's check builds an Intl formatter each time. */
+const validZones = new Set<string>();
+
 /** True when `tz` is an IANA zone name this runtime knows (e.g. `Europe/Berlin`, `UTC`). */
 export function isValidZone(tz: string): boolean {
-  return IANAZone.isValidZone(tz);
+  if (validZones.has(tz)) return true;
+  // Only valid names are remembered: any text can be asked, the set stays the size of the zone list.
+  if (!IANAZone.isValidZone(tz)) return false;
+  validZones.add(tz);
+  return true;
 }
 
 const unitMs = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
