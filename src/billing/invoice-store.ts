@@ -57,7 +57,7 @@ export interface InvoiceStoreFaults {
 export class InvoiceStore {
   private draftsStored = 0;
   /** Summaries this process follows (see {@link follow}); null until then. */
-  private known: InvoiceIndex | null = null;
+  private known: Set<string> | null = null;
 
   private constructor(
     private readonly kv: KV,
@@ -87,7 +87,35 @@ export class InvoiceStore {
    * Summaries this process writes are seen at once (read-your-writes).
    */
   async follow(): Promise<void> {
-    this.known ??= await this.index();
+    if (this.known !== null) return;
+    // Keys only (headers_only): the close writes every summary it follows twice per invoice,
+    // and decoding them back cost more than the reads this saves.
+    for (let attempt = 1; ; attempt++) {
+      const known = new Set<string>();
+      let initialized!: () => void;
+      const ready = new Promise<void>((resolve) => (initialized = resolve));
+      const iter = await this.kv.watch({
+        key: "summaries.>",
+        headers_only: true,
+        initializedFn: () => initialized(),
+      });
+      void (async () => {
+        for await (const e of iter) {
+          const id = e.key.slice("summaries.".length);
+          if (e.operation === "PUT") known.add(id);
+          else known.delete(id);
+        }
+      })();
+      try {
+        await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch");
+        this.known = known;
+        return;
+      } catch (err: unknown) {
+        iter.stop();
+        if (attempt >= 4) throw err;
+        this.log?.warn({ err, attempt }, "invoice summaries watch did not load; opening it again");
+      }
+    }
   }
 
   /**
@@ -284,7 +312,7 @@ export class InvoiceStore {
    */
   private async putSummary(inv: Invoice): Promise<void> {
     await this.kv.put(`summaries.${inv.id}`, JSON.stringify(summaryOf(inv)));
-    this.known?.set(summaryOf(inv));
+    this.known?.add(inv.id);
   }
 
   /**

@@ -10,6 +10,9 @@ export async function connectNats(cfg: Config, name: string): Promise<NatsConnec
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     timeout: 5000,
+    // An Error (with its stack) per request, only to improve the trace of a timeout: ~15% of
+    // the close's CPU at 100,000 invoices. Timeouts still fail with a NatsError.
+    noAsyncTraces: true,
   });
 }
 
