@@ -151,6 +151,10 @@ export async function closeDue(
     }
     if (jobs.length === 0) break;
     const { drafts, creditNotes } = await buildDrafts(deps, jobs, report);
+    // A job that built nothing (an error, or an ended subscription's round without late usage)
+    // would build the same nothing next round: it is done for this run.
+    const built = new Set([...drafts, ...creditNotes].map((d) => d.subscription));
+    for (const j of jobs) if (!built.has(j.sub.key)) done.add(j.sub.key);
     if (opts.dryRun) {
       report.drafts.push(...drafts, ...creditNotes);
       for (const j of jobs) done.add(j.sub.key); // later periods would need this one finalized
