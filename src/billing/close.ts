@@ -91,9 +91,14 @@ export function periodRule(sub: Subscription, customer: Customer, plan: Plan): P
   };
 }
 
-/** Where Tally's billing of a subscription starts: its start. */
+/**
+ * Where Tally's billing of a subscription starts: its start, or `billing_starts_at` (billed
+ * elsewhere before). An instant, not a period boundary, so the chain's first link does not
+ * depend on the time zone.
+ */
 export function billingStart(sub: Subscription): number {
-  return Date.parse(sub.started_at);
+  const start = Date.parse(sub.started_at);
+  return sub.billing_starts_at === undefined ? start : Math.max(start, Date.parse(sub.billing_starts_at));
 }
 
 /** An earlier finalized invoice that a job may true up. */
