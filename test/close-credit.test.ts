@@ -11,6 +11,8 @@ import { DAY, HOUR, iso, startCloseEnv, today, type CloseEnv } from "./close-set
  * - acme: the negative true-up fits on P2's invoice (total stays ≥ 0): netted there.
  * - beta: it does not (P2 has no usage): P2's invoice keeps its own lines, a credit note
  *   (own number series TALLY-CN) carries the negative line; a later rise is billed from there.
+ * - gamma: ended at P2, so its late reading has no next invoice: the round after its end issues
+ *   a credit note alone.
  */
 const D = today();
 const P1 = D - 3 * DAY;
@@ -40,9 +42,11 @@ plans:
 customers:
   - { key: acme, currency: usd, timezone: UTC }
   - { key: beta, currency: usd, timezone: UTC }
+  - { key: gamma, currency: usd, timezone: UTC }
 subscriptions:
   - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
   - { key: beta-daily, customer: beta, plan: daily, started_at: "${iso(P1)}" }
+  - { key: gamma-daily, customer: gamma, plan: daily, started_at: "${iso(P1)}", ended_at: "${iso(P2)}" }
 `);
 });
 afterAll(async () => {
@@ -65,20 +69,26 @@ describe("credit notes for negative true-ups", () => {
       gb("a1", "acme", P1 + HOUR, "50"),
       gb("a2", "acme", P2 + HOUR, "40"),
       gb("b1", "beta", P1 + HOUR, "50"),
+      gb("g1", "gamma", P1 + HOUR, "50"),
     ]);
     const first = await env.closeThrough(P2);
     expect(first.errors).toEqual([]);
-    expect(first.finalized).toHaveLength(2);
+    expect(first.finalized).toHaveLength(3);
     acmeP1 = (await env.documents("acme-daily"))[0]!;
     betaP1 = (await env.documents("beta-daily"))[0]!;
     expect([acmeP1.total, betaP1.total]).toEqual([100 + 500, 100 + 500]);
 
     // Late: a later reading of P1, lower.
-    await env.send([gb("a-late", "acme", P1 + 20 * HOUR, "45"), gb("b-late", "beta", P1 + 20 * HOUR, "10")]);
+    await env.send([
+      gb("a-late", "acme", P1 + 20 * HOUR, "45"),
+      gb("b-late", "beta", P1 + 20 * HOUR, "10"),
+      gb("g-late", "gamma", P1 + 20 * HOUR, "10"),
+    ]);
     await eventually(
       async () =>
         (await env.usage("storage", "acme", P1, P2)) === "45" &&
-        (await env.usage("storage", "beta", P1, P2)) === "10",
+        (await env.usage("storage", "beta", P1, P2)) === "10" &&
+        (await env.usage("storage", "gamma", P1, P2)) === "10",
       30_000,
       "late readings countable",
     );
@@ -95,9 +105,11 @@ describe("credit notes for negative true-ups", () => {
     env.deps.invoices = healthy;
     const pending = (await env.documents("beta-daily")).filter((d) => d.status === "draft");
     expect(pending.map((d) => d.kind)).toEqual(["credit_note"]);
+    const gammaPending = (await env.documents("gamma-daily")).filter((d) => d.status === "draft");
+    expect(gammaPending.map((d) => [d.kind, d.issued_with])).toEqual([["credit_note", null]]);
     const second = await closeDue(env.deps, Date.now());
     expect(second.errors).toEqual([]);
-    expect(second.finalized).toEqual([pending[0]!.id]);
+    expect(second.finalized.sort()).toEqual([pending[0]!.id, gammaPending[0]!.id].sort());
 
     // acme: 100 + 40 GB × 10 − (500 − 450) = 450: netted, no credit note.
     const acme = await env.documents("acme-daily");
@@ -105,7 +117,7 @@ describe("credit notes for negative true-ups", () => {
       brief(acmeP1),
       {
         kind: "invoice",
-        number: expect.stringMatching(/^TALLY-00000[34]$/),
+        number: expect.stringMatching(/^TALLY-00000[45]$/),
         total: 450,
         lines: [
           [1, "base", "1", 100, iso(P2)],
@@ -122,7 +134,7 @@ describe("credit notes for negative true-ups", () => {
     const note = beta.find((d) => d.kind === "credit_note")!;
     expect(brief(betaP2)).toEqual({
       kind: "invoice",
-      number: expect.stringMatching(/^TALLY-00000[34]$/),
+      number: expect.stringMatching(/^TALLY-00000[45]$/),
       total: 100,
       lines: [
         [1, "base", "1", 100, iso(P2)],
@@ -133,7 +145,7 @@ describe("credit notes for negative true-ups", () => {
     expect(note).toMatchObject({
       kind: "credit_note",
       status: "finalized",
-      number: "TALLY-CN-000001",
+      number: expect.stringMatching(/^TALLY-CN-00000[12]$/),
       issuer_prefix: "TALLY-CN",
       credits: [betaP1.id],
       issued_with: betaP2.id,
@@ -150,6 +162,22 @@ describe("credit notes for negative true-ups", () => {
       period: { start: iso(P1), end: iso(P2) },
       true_up: { invoice: betaP1.id, billed_quantity: "50", billed_amount: 500 },
     });
+    // gamma ended at P2: the round after its end, [P2, P3), issued the credit note alone.
+    const gamma = await env.documents("gamma-daily");
+    expect(gamma.map((d) => [d.kind, d.status, d.total, d.period.start])).toEqual([
+      ["invoice", "finalized", 600, iso(P1)],
+      ["credit_note", "finalized", -400, iso(P2)],
+    ]);
+    expect(gamma[1]).toMatchObject({
+      credits: [gamma[0]!.id],
+      issued_with: null,
+      true_ups: [{ invoice: gamma[0]!.id }],
+    });
+    expect(gamma[1]!.lines.map((l) => [l.price, l.quantity, l.amount, l.period.start])).toEqual([
+      ["storage", "10", -400, iso(P1)],
+    ]);
+    expect([note.number, gamma[1]!.number].sort()).toEqual(["TALLY-CN-000001", "TALLY-CN-000002"]);
+
     // Corrections never modify a finalized invoice; re-running issues nothing more.
     expect(await env.deps.invoices.get(betaP1.id)).toEqual(betaP1);
     expect(await env.deps.invoices.get(acmeP1.id)).toEqual(acmeP1);

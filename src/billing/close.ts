@@ -22,7 +22,14 @@ import {
   type UsageSnapshot,
 } from "./invoice.js";
 import { invoiceId, type InvoiceStore } from "./invoice-store.js";
-import { periodAt, periodFrom, type BillingPeriodSlot, type PeriodRule } from "./periods.js";
+import {
+  boundary,
+  boundaryIndexAt,
+  periodAt,
+  periodFrom,
+  type BillingPeriodSlot,
+  type PeriodRule,
+} from "./periods.js";
 
 /** One metered quantity the close needs: a meter, a customer, an event-time window, a cutoff. */
 export interface SnapshotRequest {
@@ -341,27 +348,32 @@ async function adjustmentJob(
   const horizonMs = deps.settings.backfillDays * DAY_MS;
   const open: PeriodRule = { ...rule };
   delete open.endMs;
-  let from = Date.parse(last.period.end);
-  for (let r = 0; r < 10_000; r++) {
-    const round = periodFrom(open, from, history.invoices.length + r);
-    if (round.end > nowMs - graceMs) return null;
-    // Late events older than the backfill horizon are refused at ingest: past it, nothing can come.
-    if (!history.invoices.some((inv) => Date.parse(inv.period.end) > round.end + graceMs - horizonMs))
-      return null;
+  // The due rounds, computed without I/O. Late events older than the backfill horizon are refused
+  // at ingest, so once the latest due round's cutoff is past the horizon of every invoice nothing
+  // can come any more: a subscription ended long ago costs no read.
+  const lastEnd = Date.parse(last.period.end);
+  const latestEnd = boundary(open, boundaryIndexAt(open, nowMs - graceMs));
+  if (!(lastEnd > latestEnd + graceMs - horizonMs)) return null;
+  const rounds: BillingPeriodSlot[] = [];
+  for (let from = lastEnd; rounds.length < 10_000;) {
+    const round = periodFrom(open, from, history.invoices.length + rounds.length);
+    if (round.end > nowMs - graceMs) break;
+    rounds.push(round);
+    from = round.end;
+  }
+  const latest = rounds.at(-1);
+  if (latest === undefined || !(lastEnd > latest.end + graceMs - horizonMs)) return null;
+  for (const round of rounds) {
     const id = adjustmentId(sub.key, iso(round.from));
     const inv = await deps.invoices.get(id);
     const cn = inv === null ? await deps.invoices.get(creditNoteId(id)) : null;
     const stored = inv ?? cn;
     if (stored?.status === "finalized") {
       await record(deps, history, stored, report, dryRun);
-      from = round.end;
       continue;
     }
-    const nextRound = periodFrom(open, round.end, 0);
-    if (stored === null && nextRound.end <= nowMs - graceMs) {
-      from = round.end;
-      continue;
-    }
+    // Only the latest due round is built (or one a crash left a draft of).
+    if (stored === null && round !== latest) continue;
     const cutoffMs = stored !== null ? Date.parse(stored.cutoff) : round.end + graceMs;
     if (watermark < cutoffMs) return null;
     return {
