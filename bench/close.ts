@@ -345,10 +345,15 @@ async function closeOnce(
   const cpu0 = { ch: cpuSeconds(s.ch.process.pid ?? 0) ?? 0, nats: cpuSeconds(s.nats.process.pid ?? 0) ?? 0 };
   const t0 = performance.now();
   let out = "";
-  const child: Child = spawnChild("tally close", process.execPath, [...nodeArgs, cli, "close", "--once", "--json"], {
-    env: s.env,
-    onLine: (l) => (out += `${l}\n`),
-  });
+  const child: Child = spawnChild(
+    "tally close",
+    process.execPath,
+    [...nodeArgs, cli, "close", "--once", "--json"],
+    {
+      env: s.env,
+      onLine: (l) => (out += `${l}\n`),
+    },
+  );
   cleanup.add("stop tally close", () => child.stop(2000));
   let closeCpu = 0;
   let killed = false;

@@ -95,6 +95,24 @@ describe("building an invoice from a period", () => {
     expect(rated.total).toBe(lines.reduce((s, l) => s + l.amount, 0));
   });
 
+  it("bills a period from where its service starts when that is after the period start (time zone change, billing start)", () => {
+    // Billed from Nov 11 (the previous invoice ended there): 20 of 30 days of the flat fee,
+    // usage only from then; the subscription started in March, so no start proration.
+    const late: BillingPeriodSlot = { ...nov, from: ms("2026-11-11T00:00:00Z") };
+    const plain = { ...sub, phases: [], seats: undefined };
+    const segments = segmentsOf(plain, late, planOf);
+    expect(segments.map((s) => new Date(s.from).toISOString())).toEqual(["2026-11-11T00:00:00.000Z"]);
+    const rec = ratingRecord(plain, late, segments, [new Map([["api_calls", snap("api_calls", "0")]])]);
+    const rated = rateRecord(rec, planAt, plain.started_at);
+    const platform = rated.lines.find((l) => l.price === "platform")!;
+    // 49900 × 20/30 = 33266.67 → 33267.
+    expect(platform).toMatchObject({
+      amount: 33267,
+      period: { start: "2026-11-11T00:00:00.000Z", end: "2026-12-01T00:00:00.000Z" },
+      proration: { seconds: String(20 * 86400), period_seconds: String(30 * 86400) },
+    });
+  });
+
   it("a true-up bills exactly what late usage changes, line by line, with the original service period", () => {
     const segs = segmentsOf({ ...sub, phases: [], plan: "growth" }, nov, planOf);
     const billedUsage = [usage({ api_calls: "9000000" })];

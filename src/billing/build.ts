@@ -166,6 +166,9 @@ export function rateRecord(
     changes,
     // The real start anchors discount durations; a start inside the period prorates fees.
     subscriptionStart: subscriptionStartedAt,
+    // Where this invoice's service starts (a time zone change or billing_starts_at can put it
+    // after both): fees are prorated from it. Records stored before it equal max(start, started_at).
+    billedFrom: rec.subscription_start,
     ...(rec.seats !== undefined ? { seats: rec.seats } : {}),
     ...(rec.subscription_end !== undefined ? { subscriptionEnd: rec.subscription_end } : {}),
   };

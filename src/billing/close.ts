@@ -14,9 +14,23 @@ import {
   type Segment,
   type SegmentUsage,
 } from "./build.js";
-import type { Invoice, InvoiceLine, UsageSnapshot } from "./invoice.js";
+import {
+  adjustmentId,
+  creditNoteId,
+  creditNotePrefix,
+  type Invoice,
+  type InvoiceLine,
+  type UsageSnapshot,
+} from "./invoice.js";
 import { invoiceId, type InvoiceStore } from "./invoice-store.js";
-import { endedPeriods, periodAt, type BillingPeriodSlot, type PeriodRule } from "./periods.js";
+import {
+  boundary,
+  boundaryIndexAt,
+  periodAt,
+  periodFrom,
+  type BillingPeriodSlot,
+  type PeriodRule,
+} from "./periods.js";
 
 /** One metered quantity the close needs: a meter, a customer, an event-time window, a cutoff. */
 export interface SnapshotRequest {
@@ -85,29 +99,46 @@ export function periodRule(sub: Subscription, customer: Customer, plan: Plan): P
   };
 }
 
-/** Work for one subscription in one round: its next unfinalized period and its true-up candidates. */
+/**
+ * Where Tally's billing of a subscription starts: its start, or `billing_starts_at` (billed
+ * elsewhere before). An instant, not a period boundary, so the chain's first link does not
+ * depend on the time zone.
+ */
+export function billingStart(sub: Subscription): number {
+  const start = Date.parse(sub.started_at);
+  return sub.billing_starts_at === undefined ? start : Math.max(start, Date.parse(sub.billing_starts_at));
+}
+
+/** An earlier finalized invoice that a job may true up. */
+interface Earlier {
+  invoice: Invoice;
+  segments: Segment[];
+  billedUsage: Record<string, string>[];
+}
+
+/**
+ * Work for one subscription in one round: its next unfinalized period (or, for an ended
+ * subscription, a true-up-only round: no segments) and its true-up candidates.
+ */
 interface Job {
   sub: Versioned<Subscription>;
   customer: Versioned<Customer>;
   period: BillingPeriodSlot;
   id: string;
   cutoffMs: number;
+  /** Empty for an ended subscription's true-up-only round. */
   segments: Segment[];
   /** Earlier finalized invoices still inside the backfill horizon (late usage may have arrived). */
-  earlier: {
-    invoice: Invoice;
-    period: BillingPeriodSlot;
-    segments: Segment[];
-    billedUsage: Record<string, string>[];
-  }[];
+  earlier: Earlier[];
 }
 
 /**
  * Closes every due subscription period: snapshot → rate → store the draft → finalize with a
  * gapless number. Idempotent and resumable: invoice ids are deterministic, a draft records its
- * cutoff on first creation (a re-run reads the same events), finalized invoices never change,
- * numbering survives a crash at any point (see InvoiceStore). Runs in rounds of at most one
- * period per subscription, so a period's invoice is finalized before the next one trues it up.
+ * cutoff and its period on first creation (a re-run reads the same events for the same time),
+ * finalized invoices never change, numbering survives a crash at any point (see InvoiceStore).
+ * Runs in rounds of at most one period per subscription, so a period's invoice is finalized
+ * before the next one trues it up.
  */
 export async function closeDue(
   deps: CloseDeps,
@@ -119,13 +150,14 @@ export async function closeDue(
   // Most subscription periods have no invoice yet: the summaries say so without a read each.
   await deps.invoices.follow();
   for (let round = 0; round < 1000; round++) {
+    const phases = new Phases();
     const watermark = await deps.watermark();
     const pending = deps.catalog.subscriptions.list().filter((sub) => !done.has(sub.key));
     const found = await pMap(
       pending,
       async (sub) => {
         try {
-          const job = await nextJob(deps, sub, nowMs, watermark, report);
+          const job = await nextJob(deps, sub, nowMs, watermark, report, opts.dryRun === true);
           if (job === null) done.add(sub.key);
           return job;
         } catch (err: unknown) {
@@ -139,13 +171,23 @@ export async function closeDue(
     );
     const jobs = found.filter((j): j is Job => j !== null);
     if (jobs.length === 0) break;
-    const drafts = await buildDrafts(deps, jobs, report);
+    phases.end("plan");
+    const { drafts, creditNotes } = await buildDrafts(deps, jobs, report, {}, phases);
+    phases.end("rate");
+    // A job that built nothing (an error, or an ended subscription's round without late usage)
+    // would build the same nothing next round: it is done for this run.
+    const built = new Set([...drafts, ...creditNotes].map((d) => d.subscription));
+    for (const j of jobs) if (!built.has(j.sub.key)) done.add(j.sub.key);
     if (opts.dryRun) {
-      report.drafts.push(...drafts);
+      report.drafts.push(...drafts, ...creditNotes);
       for (const j of jobs) done.add(j.sub.key); // later periods would need this one finalized
       continue;
     }
+    // Credit notes are stored before their invoices are finalized: a finalized invoice names its
+    // credit note, which must exist then (it is finalized right after, or by the next run).
+    await deps.invoices.putDrafts(creditNotes);
     await deps.invoices.putDrafts(drafts);
+    phases.end("store");
     const batch = deps.settings.finalizeBatch ?? 1000;
     for (let i = 0; i < drafts.length; i += batch) {
       const finalized = await deps.invoices.finalize(
@@ -154,8 +196,119 @@ export async function closeDue(
       );
       report.finalized.push(...finalized.map((f) => f.id));
     }
+    await finalizeCreditNotes(deps, creditNotes, report);
+    phases.end("finalize");
+    deps.log.info(
+      { round, invoices: drafts.length, credit_notes: creditNotes.length, ms: phases.ms },
+      "close round",
+    );
   }
   return report;
+}
+
+/** Milliseconds spent per phase of a close round, for the round's log line. */
+class Phases {
+  readonly ms: Record<string, number> = {};
+  private last = performance.now();
+
+  end(phase: string): void {
+    const now = performance.now();
+    this.ms[phase] = Math.round(now - this.last);
+    this.last = now;
+  }
+}
+
+/** Finalizes credit notes in their own number series, after the invoices they were issued with. */
+async function finalizeCreditNotes(deps: CloseDeps, notes: readonly Invoice[], report: CloseReport) {
+  if (notes.length === 0) return;
+  const prefix = creditNotePrefix(deps.settings.issuerPrefix);
+  const finalized = await deps.invoices.finalize(
+    notes.map((n) => n.id),
+    prefix,
+  );
+  report.finalized.push(...finalized.map((f) => f.id));
+}
+
+/**
+ * A subscription's finalized documents so far, found by following its chain: the first invoice's
+ * service starts at the billing start, each next one where the previous one's ended. The chain,
+ * not the current period layout, says what was billed, so a changed time zone never moves a
+ * billed period (see README: time zone changes).
+ */
+interface History {
+  /** Finalized period invoices, oldest first (the true-up candidates). */
+  invoices: Invoice[];
+  /** Per corrected invoice id: the usage it is billed at now (its latest true-up along the chain). */
+  billed: Map<string, Record<string, string>[]>;
+  /** Where the next invoice's service starts. */
+  cursor: number;
+}
+
+/** The end of an invoice's service: the period end, or the subscription end inside it. */
+function serviceEnd(inv: Invoice): number {
+  return Date.parse(inv.rating.subscription_end ?? inv.period.end);
+}
+
+/** Adds a finalized document to the history; completes its credit note if a crash left it a draft. */
+async function record(
+  deps: CloseDeps,
+  history: History,
+  doc: Invoice,
+  report: CloseReport,
+  dryRun: boolean,
+): Promise<void> {
+  if (doc.kind !== "credit_note" && doc.rating.segments.length > 0) history.invoices.push(doc);
+  for (const t of doc.true_ups)
+    history.billed.set(
+      t.invoice,
+      t.usage.map((u) => ({ ...u })),
+    );
+  if (doc.credit_note !== undefined && !dryRun) {
+    const cn = await deps.invoices.get(doc.credit_note);
+    if (cn === null) throw new Error(`credit note ${doc.credit_note} of invoice ${doc.id} is missing`);
+    if (cn.status === "draft") await finalizeCreditNotes(deps, [cn], report);
+  }
+}
+
+/**
+ * Follows the chain of finalized invoices from the billing start. Resolves with the history and
+ * the first link not finalized yet (its id and stored draft, if any), or `next: null` when the
+ * chain reached the subscription's end.
+ */
+async function followChain(
+  deps: CloseDeps,
+  sub: Subscription,
+  rule: PeriodRule,
+  report: CloseReport,
+  dryRun: boolean,
+): Promise<{ history: History; next: { id: string; draft: Invoice | null } | null }> {
+  const history: History = { invoices: [], billed: new Map(), cursor: billingStart(sub) };
+  for (;;) {
+    if (rule.endMs !== undefined && history.cursor >= rule.endMs) return { history, next: null };
+    const id = invoiceId(sub.key, iso(history.cursor));
+    const inv = await deps.invoices.find(id);
+    if (inv?.status !== "finalized") return { history, next: { id, draft: inv } };
+    await record(deps, history, inv, report, dryRun);
+    const end = serviceEnd(inv);
+    if (!(end > history.cursor)) throw new Error(`invoice ${inv.id} does not advance the billing chain`);
+    history.cursor = end;
+  }
+}
+
+/**
+ * The period a stored draft bills: the one recorded when it was first built (a time zone change
+ * since then does not move it), ending where the subscription now ends if that is earlier.
+ */
+function draftPeriod(draft: Invoice, rule: PeriodRule, index: number): BillingPeriodSlot {
+  const start = Date.parse(draft.period.start);
+  const end = Date.parse(draft.period.end);
+  return {
+    index,
+    start,
+    end,
+    from: Date.parse(draft.rating.subscription_start),
+    to: rule.endMs === undefined ? end : Math.min(end, rule.endMs),
+  };
 }
 
 async function nextJob(
@@ -164,68 +317,129 @@ async function nextJob(
   nowMs: number,
   watermark: number,
   report: CloseReport,
+  dryRun: boolean,
 ): Promise<Job | null> {
-  const { catalog, invoices, settings } = deps;
+  const { catalog } = deps;
   const customer = catalog.customers.get(sub.customer);
   if (customer === undefined) throw new Error(`customer ${sub.customer} is not in the catalog`);
   const plan = catalog.plans.get(sub.plan);
   if (plan === undefined) throw new Error(`plan ${sub.plan} is not in the catalog`);
-  const graceMs = plan.grace_period !== undefined ? parseDuration(plan.grace_period) : settings.graceMs;
+  const graceMs = plan.grace_period !== undefined ? parseDuration(plan.grace_period) : deps.settings.graceMs;
   const rule = periodRule(sub, customer, plan);
-  const periods = endedPeriods(rule, nowMs - graceMs);
-  for (let k = 0; k < periods.length; k++) {
-    const period = periods[k]!;
-    const id = invoiceId(sub.key, iso(period.start));
-    const existing = await invoices.find(id);
-    if (existing?.status === "finalized") continue;
-    // The cutoff is recorded with the first draft: re-running the close reads the same events.
-    const cutoffMs = existing !== null ? Date.parse(existing.cutoff) : period.end + graceMs;
-    if (watermark < cutoffMs) {
-      report.waiting.push({ subscription: sub.key, period_start: iso(period.start), cutoff: iso(cutoffMs) });
-      return null;
+  const { history, next } = await followChain(deps, sub, rule, report, dryRun);
+  if (next === null) {
+    const at = { nowMs, graceMs, watermark };
+    return adjustmentJob(deps, sub, customer, rule, history, at, report, dryRun);
+  }
+  const index = history.invoices.length;
+  // A new period starts where the last invoice ended, laid out by the current rule; a draft
+  // keeps the period it was first built for.
+  const period =
+    next.draft !== null ? draftPeriod(next.draft, rule, index) : periodFrom(rule, history.cursor, index);
+  if (period.to <= period.from || period.end > nowMs - graceMs) return null;
+  // The cutoff is recorded with the first draft: re-running the close reads the same events.
+  const cutoffMs = next.draft !== null ? Date.parse(next.draft.cutoff) : period.end + graceMs;
+  if (watermark < cutoffMs) {
+    report.waiting.push({ subscription: sub.key, period_start: iso(period.start), cutoff: iso(cutoffMs) });
+    return null;
+  }
+  const planOf = (key: string) => catalog.plans.get(key);
+  return {
+    sub,
+    customer,
+    period,
+    id: next.id,
+    cutoffMs,
+    segments: segmentsOf(sub, period, planOf),
+    earlier: await earlierOf(deps, history, cutoffMs),
+  };
+}
+
+/**
+ * An ended subscription gets no next invoice to carry true-ups of late usage, so its late usage
+ * is billed on a true-up-only invoice per round: the billing intervals after its last period,
+ * laid out like its periods, while its invoices are inside the backfill horizon. Only the
+ * latest due round is built (an earlier one's late usage is in it: reads are cut at each round's
+ * cutoff), and nothing is stored when no late usage arrived, so most rounds leave no document.
+ */
+async function adjustmentJob(
+  deps: CloseDeps,
+  sub: Versioned<Subscription>,
+  customer: Versioned<Customer>,
+  rule: PeriodRule,
+  history: History,
+  { nowMs, graceMs, watermark }: { nowMs: number; graceMs: number; watermark: number },
+  report: CloseReport,
+  dryRun: boolean,
+): Promise<Job | null> {
+  const last = history.invoices.at(-1);
+  if (last === undefined) return null;
+  const horizonMs = deps.settings.backfillDays * DAY_MS;
+  const open: PeriodRule = { ...rule };
+  delete open.endMs;
+  // The due rounds, computed without I/O. Late events older than the backfill horizon are refused
+  // at ingest, so once the latest due round's cutoff is past the horizon of every invoice nothing
+  // can come any more: a subscription ended long ago costs no read.
+  const lastEnd = Date.parse(last.period.end);
+  const latestEnd = boundary(open, boundaryIndexAt(open, nowMs - graceMs));
+  if (!(lastEnd > latestEnd + graceMs - horizonMs)) return null;
+  const rounds: BillingPeriodSlot[] = [];
+  for (let from = lastEnd; rounds.length < 10_000;) {
+    const round = periodFrom(open, from, history.invoices.length + rounds.length);
+    if (round.end > nowMs - graceMs) break;
+    rounds.push(round);
+    from = round.end;
+  }
+  const latest = rounds.at(-1);
+  if (latest === undefined || !(lastEnd > latest.end + graceMs - horizonMs)) return null;
+  for (const round of rounds) {
+    const id = adjustmentId(sub.key, iso(round.from));
+    const inv = await deps.invoices.find(id);
+    const cn = inv === null ? await deps.invoices.find(creditNoteId(id)) : null;
+    const stored = inv ?? cn;
+    if (stored?.status === "finalized") {
+      await record(deps, history, stored, report, dryRun);
+      continue;
     }
-    const planOf = (key: string) => catalog.plans.get(key);
-    const earlier = await earlierInvoices(deps, sub, periods.slice(0, k), cutoffMs);
-    return { sub, customer, period, id, cutoffMs, segments: segmentsOf(sub, period, planOf), earlier };
+    // Only the latest due round is built (or one a crash left a draft of).
+    if (stored === null && round !== latest) continue;
+    const cutoffMs = stored !== null ? Date.parse(stored.cutoff) : round.end + graceMs;
+    if (watermark < cutoffMs) return null;
+    return {
+      sub,
+      customer,
+      period: round,
+      id,
+      cutoffMs,
+      segments: [],
+      earlier: await earlierOf(deps, history, cutoffMs),
+    };
   }
   return null;
 }
 
 /**
- * The finalized invoices of `periods` (oldest first) still inside the backfill horizon of
- * `cutoffMs`, newest first, each with the usage billed for it so far: its own record, or the
- * most recent true-up of it on a later invoice. True-ups of these travel on the next invoice.
+ * The finalized invoices of `history` still inside the backfill horizon of `cutoffMs`, newest
+ * first, each with the usage billed for it so far: its own record, or the most recent true-up
+ * of it on a later document. True-ups of these travel on the next invoice.
  */
-async function earlierInvoices(
-  deps: CloseDeps,
-  sub: Subscription,
-  periods: readonly BillingPeriodSlot[],
-  cutoffMs: number,
-): Promise<Job["earlier"]> {
-  const { catalog, invoices, settings } = deps;
-  const earlier: Job["earlier"] = [];
-  const horizon = cutoffMs - settings.backfillDays * DAY_MS;
-  const later: Invoice[] = [];
-  for (let j = periods.length - 1; j >= 0 && periods[j]!.end > horizon; j--) {
-    const inv = await invoices.find(invoiceId(sub.key, iso(periods[j]!.start)));
-    if (inv === null || inv.status !== "finalized") continue;
-    const latest = later.find((l) => l.true_ups.some((t) => t.invoice === inv.id));
-    const billedUsage =
-      latest?.true_ups.find((t) => t.invoice === inv.id)?.usage.map((u) => ({ ...u })) ??
-      inv.rating.segments.map((s) => s.usage);
+async function earlierOf(deps: CloseDeps, history: History, cutoffMs: number): Promise<Earlier[]> {
+  const horizon = cutoffMs - deps.settings.backfillDays * DAY_MS;
+  const earlier: Earlier[] = [];
+  for (let j = history.invoices.length - 1; j >= 0; j--) {
+    const inv = history.invoices[j]!;
+    if (!(Date.parse(inv.period.end) > horizon)) break;
     earlier.push({
       invoice: inv,
-      period: periods[j]!,
       segments: await Promise.all(
         inv.rating.segments.map(async (s) => ({
-          plan: await planVersion(catalog, s.plan, s.plan_version),
+          plan: await planVersion(deps.catalog, s.plan, s.plan_version),
           from: Date.parse(s.from),
           to: Date.parse(s.to),
         })),
       ),
-      billedUsage,
+      billedUsage: history.billed.get(inv.id) ?? inv.rating.segments.map((s) => ({ ...s.usage })),
     });
-    later.push(inv);
   }
   return earlier;
 }
@@ -233,7 +447,8 @@ async function earlierInvoices(
 /**
  * The invoice a subscription's current period would get if it closed now (not stored): its usage
  * so far through the same query path and rating as the close, plus the true-ups of late usage
- * the next invoice will carry. `null` when the subscription is not active at `nowMs`.
+ * the next invoice will carry (net: a negative one is shown here, where the close may issue it
+ * as a credit note). `null` when the subscription is not active at `nowMs`.
  * @throws Error when the catalog lacks what the subscription references, or rating refuses.
  */
 export async function upcomingInvoice(
@@ -250,20 +465,23 @@ export async function upcomingInvoice(
     throw new Error(`subscription ${sub.key} references a customer or plan that is not in the catalog`);
   }
   const rule = periodRule(sub, customer, plan);
-  const period = periodAt(rule, nowMs);
-  if (period === null) return null;
-  const earlier = await earlierInvoices(deps, sub, endedPeriods(rule, period.start), nowMs);
+  const report: CloseReport = { finalized: [], drafts: [], waiting: [], errors: [] };
+  const { history } = await followChain(deps, sub, rule, report, true);
+  const at = periodAt(rule, nowMs);
+  if (at === null || nowMs < billingStart(sub)) return null;
+  // Billed from where the last invoice ended when that is inside the current period.
+  const period = { ...at, from: Math.min(Math.max(at.from, history.cursor), at.to) };
+  if (period.from >= period.to) return null;
   const job: Job = {
     sub,
     customer,
     period,
-    id: invoiceId(sub.key, iso(period.start)),
+    id: invoiceId(sub.key, iso(period.from)),
     cutoffMs: nowMs,
     segments: segmentsOf(sub, period, (key) => catalog.plans.get(key)),
-    earlier,
+    earlier: await earlierOf(deps, history, nowMs),
   };
-  const report: CloseReport = { finalized: [], drafts: [], waiting: [], errors: [] };
-  const [draft] = await buildDrafts(deps, [job], report);
+  const [draft] = (await buildDrafts(deps, [job], report, { net: true })).drafts;
   if (draft === undefined)
     throw new Error(report.errors[0]?.message ?? "the upcoming invoice could not be built");
   return draft;
@@ -300,8 +518,17 @@ function planAt(catalog: CatalogStore, key: string, version: number): Versioned<
   return v;
 }
 
-/** Snapshots every quantity of the round in one call, then builds each draft. */
-async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): Promise<Invoice[]> {
+/**
+ * Snapshots every quantity of the round in one call, then builds each draft: invoices, and the
+ * credit notes that carry negative true-ups an invoice cannot absorb (unless `net`, for previews).
+ */
+async function buildDrafts(
+  deps: CloseDeps,
+  jobs: Job[],
+  report: CloseReport,
+  opts: { net?: boolean } = {},
+  phases?: Phases,
+): Promise<{ drafts: Invoice[]; creditNotes: Invoice[] }> {
   const requests: SnapshotRequest[] = [];
   const want = (
     sub: Subscription,
@@ -331,10 +558,12 @@ async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): P
     }
   });
   const snaps = await deps.snapshots.snapshot(requests);
+  phases?.end("snapshot");
   const usageOf = (indexes: Map<string, number>[]): SegmentUsage[] =>
     indexes.map((m) => new Map([...m].map(([k, i]) => [k, snaps[i]!])));
 
   const drafts: Invoice[] = [];
+  const creditNotes: Invoice[] = [];
   const now = new Date().toISOString();
   for (const p of plan) {
     if (p === null) continue;
@@ -343,17 +572,32 @@ async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): P
       const usage = usageOf(p.current);
       const rec = ratingRecord(job.sub, job.period, job.segments, usage);
       const plans = (key: string, version: number) => planAt(deps.catalog, key, version);
-      const rated = rateRecord(rec, plans, job.sub.started_at);
-      const lines: InvoiceLine[] = numberLines(rated.lines, job.segments, usage);
+      // A true-up-only round of an ended subscription has no segments and no lines of its own.
+      const rated = job.segments.length > 0 ? rateRecord(rec, plans, job.sub.started_at) : null;
+      const currency = rated?.currency ?? job.earlier[0]?.invoice.currency;
+      const exponent = rated?.currency_exponent ?? job.earlier[0]?.invoice.currency_exponent;
+      if (currency === undefined || exponent === undefined) continue;
+      if (rated !== null && currency.toUpperCase() !== job.customer.currency.toUpperCase()) {
+        throw new Error(
+          `plan bills in ${currency} but customer ${job.customer.key} is invoiced in ${job.customer.currency.toUpperCase()}`,
+        );
+      }
+      const lines: InvoiceLine[] = rated !== null ? numberLines(rated.lines, job.segments, usage) : [];
       const trueUps: Invoice["true_ups"][number][] = [];
-      let subtotal = rated.subtotal;
-      let total = rated.total;
+      let subtotal = rated?.subtotal ?? 0;
+      let total = rated?.total ?? 0;
       job.earlier.forEach((e, i) => {
         const nowUsage = usageOf(p.earlier[i]!);
         const nowQuantities = nowUsage.map((m) =>
           Object.fromEntries([...m].map(([k, s]) => [k, s.quantity])),
         );
         if (sameUsage(nowQuantities, e.billedUsage)) return;
+        if (e.invoice.currency !== currency) {
+          // One document, one currency: the customer's currency changed since that invoice.
+          throw new Error(
+            `late usage of invoice ${e.invoice.id} (${e.invoice.currency}) cannot be billed on a ${currency} invoice: the currency changed since`,
+          );
+        }
         const before = rateRecord(e.invoice.rating, plans, job.sub.started_at, e.billedUsage);
         const after = rateRecord(e.invoice.rating, plans, job.sub.started_at, nowQuantities);
         const extra = trueUpLines(before, after, e.invoice, nowUsage, e.segments, lines.length + 1);
@@ -363,15 +607,11 @@ async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): P
         total += delta;
         trueUps.push({ invoice: e.invoice.id, usage: nowQuantities });
       });
-      if (total < 0) {
-        // Late usage only adds events, but a cap or tier can still move money back; an invoice
-        // never goes below zero (the credit would need a credit note, not built yet).
-        throw new Error(
-          `invoice total would be ${total} (negative true-up); credit notes are not supported yet`,
-        );
-      }
-      drafts.push({
+      // An ended subscription's round without late usage issues nothing.
+      if (rated === null && trueUps.length === 0) continue;
+      const draft: Invoice = {
         id: job.id,
+        kind: "invoice",
         status: "draft",
         number: null,
         issuer_prefix: deps.settings.issuerPrefix,
@@ -380,9 +620,9 @@ async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): P
         subscription: job.sub.key,
         subscription_version: job.sub.version,
         plans: uniquePlans(rec),
-        currency: rated.currency,
-        currency_exponent: rated.currency_exponent,
-        period: rated.period,
+        currency,
+        currency_exponent: exponent,
+        period: rated?.period ?? rec.period,
         cutoff: iso(job.cutoffMs),
         lines,
         rating: rec,
@@ -391,13 +631,66 @@ async function buildDrafts(deps: CloseDeps, jobs: Job[], report: CloseReport): P
         total,
         created_at: now,
         finalized_at: null,
-      });
+      };
+      if (total >= 0 || opts.net === true) {
+        drafts.push(draft);
+        continue;
+      }
+      const { invoice, creditNote } = splitCredits(draft, deps.settings.issuerPrefix, rated !== null);
+      creditNotes.push(creditNote);
+      if (invoice !== null) drafts.push(invoice);
     } catch (err: unknown) {
       report.errors.push({ subscription: job.sub.key, message: (err as Error).message });
       deps.log.error({ err, subscription: job.sub.key }, "cannot build invoice");
     }
   }
-  return drafts;
+  return { drafts, creditNotes };
+}
+
+/**
+ * A draft whose true-ups would take its total below zero (a cap reached again, a `latest` meter
+ * lower, a tier dropped): its negative true-up lines move to a credit note, numbered in the
+ * issuer's `-CN` series; the invoice keeps its own lines and the positive true-ups (total ≥ 0,
+ * as rating guarantees for its own lines). A round whose only lines were negative issues the
+ * credit note alone. Both carry the round's true-up record, so the next true-up of those periods
+ * starts from what was billed and credited.
+ */
+function splitCredits(
+  draft: Invoice,
+  issuerPrefix: string,
+  /** A period's invoice is issued even with no line left: the next period's chain starts from it. */
+  keepInvoice: boolean,
+): { invoice: Invoice | null; creditNote: Invoice } {
+  const credited = (l: InvoiceLine) => l.true_up !== undefined && l.amount < 0;
+  const renumber = (lines: readonly InvoiceLine[]) => lines.map((l, i) => ({ ...l, number: i + 1 }));
+  const kept = renumber(draft.lines.filter((l) => !credited(l)));
+  const moved = renumber(draft.lines.filter(credited));
+  const credit = moved.reduce((s, l) => s + l.amount, 0);
+  const cnId = creditNoteId(draft.id);
+  const invoice: Invoice | null =
+    kept.length === 0 && !keepInvoice
+      ? null
+      : {
+          ...draft,
+          lines: kept,
+          subtotal: draft.subtotal - credit,
+          total: draft.total - credit,
+          credit_note: cnId,
+        };
+  const creditNote: Invoice = {
+    ...draft,
+    id: cnId,
+    kind: "credit_note",
+    issuer_prefix: creditNotePrefix(issuerPrefix),
+    lines: moved,
+    rating: { ...draft.rating, segments: [] },
+    plans: [],
+    subtotal: credit,
+    total: credit,
+    credits: [...new Set(moved.map((l) => l.true_up!.invoice))],
+    issued_with: invoice === null ? null : invoice.id,
+  };
+  return { invoice, creditNote };
 }
 
 function uniquePlans(rec: RatingRecord): { key: string; version: number }[] {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { LineItem, LinePeriod } from "../rating/index.js";
 import type { RatingRecord } from "./build.js";
 
@@ -38,10 +39,43 @@ export interface InvoiceLine extends LineItem {
 /** An invoice's lifecycle: drafts may be rebuilt; a finalized invoice never changes. */
 export type InvoiceStatus = "draft" | "finalized";
 
+/**
+ * What a document is. An `invoice` charges (total ≥ 0); a `credit_note` gives money back for
+ * finalized invoices (negative true-up lines the next invoice could not absorb), with its own
+ * gapless number series `<issuer>-CN`. Both are immutable once finalized.
+ */
+export type DocumentKind = "invoice" | "credit_note";
+
+/**
+ * The id of the true-up-only invoice of an ended subscription for the round (one billing interval
+ * after its last period, laid out like its periods) starting at `roundStart`: the same on every
+ * run, so late usage of an ended subscription is billed once.
+ */
+export function adjustmentId(subscription: string, roundStart: string): string {
+  const h = createHash("sha256").update(`${subscription}\u0000adjustment\u0000${roundStart}`).digest("hex");
+  return `inv_${h.slice(0, 24)}`;
+}
+
+/** The id of the credit note issued with invoice `invoiceId` (one at most per invoice or round). */
+export function creditNoteId(invoiceId: string): string {
+  return `cn_${createHash("sha256").update(`credit_note\u0000${invoiceId}`).digest("hex").slice(0, 24)}`;
+}
+
+/** The number series of credit notes of an issuer: `TALLY` → `TALLY-CN` (`TALLY-CN-000001`). */
+export function creditNotePrefix(issuerPrefix: string): string {
+  return `${issuerPrefix}-CN`;
+}
+
 /** A stored invoice (snake_case: a wire format, like the rating output it carries). */
 export interface Invoice {
-  /** Deterministic from the subscription and the period start, so a re-run close finds it. */
+  /**
+   * Deterministic, so a re-run close finds it: an invoice from the subscription and where its
+   * service starts (`invoiceId`), a true-up-only invoice from its round (`adjustmentId`), a credit
+   * note from the invoice or round it was issued with (`creditNoteId`).
+   */
   readonly id: string;
+  /** Absent on documents stored before credit notes existed: those are invoices. */
+  readonly kind?: DocumentKind;
   readonly status: InvoiceStatus;
   /** Gapless per issuer prefix (`TALLY-000042`), assigned at finalization; null on drafts. */
   readonly number: string | null;
@@ -69,6 +103,16 @@ export interface Invoice {
     readonly invoice: string;
     readonly usage: readonly Record<string, string>[];
   }[];
+  /**
+   * Invoices: the credit note carrying the negative true-up lines of the same close round, if
+   * any. The close finalizes it right after this invoice (and after a crash, on its next run).
+   */
+  readonly credit_note?: string;
+  /** Credit notes: the finalized invoices it credits (each line names its own in `true_up.invoice`). */
+  readonly credits?: readonly string[];
+  /** Credit notes: the invoice issued in the same round, or null when the round had only credits. */
+  readonly issued_with?: string | null;
+  /** Invoices ≥ 0; credit notes < 0 (amounts keep the sign of the true-up lines they carry). */
   readonly subtotal: number;
   readonly total: number;
   readonly created_at: string;

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { boundary, boundaryIndexAt, endedPeriods, periodAt, type PeriodRule } from "./periods.js";
+import { boundary, boundaryIndexAt, endedPeriods, periodAt, periodFrom, type PeriodRule } from "./periods.js";
 
 const ms = (iso: string) => Date.parse(iso);
 const iso = (t: number) => new Date(t).toISOString();
@@ -10,6 +10,28 @@ function rule(over: Partial<PeriodRule> & Pick<PeriodRule, "anchorMs">): PeriodR
 }
 
 describe("billing periods", () => {
+  it("after a time zone change, the period from the last billed end joins the new boundaries (no gap, no overlap)", () => {
+    // Billed under UTC up to Nov 1 00:00 UTC; now in Berlin, calendar months from local midnight.
+    const berlin = rule({ timezone: "Europe/Berlin", anchorMs: ms("2025-12-31T23:00:00Z") });
+    const joining = periodFrom(berlin, ms("2026-11-01T00:00:00Z"), 7);
+    expect([iso(joining.start), iso(joining.end), iso(joining.from), iso(joining.to)]).toEqual([
+      "2026-10-31T23:00:00.000Z",
+      "2026-11-30T23:00:00.000Z",
+      "2026-11-01T00:00:00.000Z", // billed from where the last invoice ended: 1 hour less
+      "2026-11-30T23:00:00.000Z",
+    ]);
+    expect(joining.index).toBe(7);
+    const next = periodFrom(berlin, joining.to, 8);
+    expect([iso(next.start), iso(next.from), iso(next.to)]).toEqual([
+      "2026-11-30T23:00:00.000Z",
+      "2026-11-30T23:00:00.000Z",
+      "2026-12-31T23:00:00.000Z",
+    ]);
+    // The subscription's end still ends the period.
+    const ending = periodFrom({ ...berlin, endMs: ms("2026-11-15T12:00:00Z") }, joining.from, 7);
+    expect(iso(ending.to)).toBe("2026-11-15T12:00:00.000Z");
+  });
+
   it("a calendar month in Berlin starts at 23:00 UTC in winter and 22:00 UTC in summer", () => {
     const r = rule({ timezone: "Europe/Berlin", anchorMs: ms("2025-12-31T23:00:00Z") });
     const starts = Array.from({ length: 12 }, (_, k) => iso(boundary(r, k)));

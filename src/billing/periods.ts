@@ -99,3 +99,23 @@ export function periodAt(rule: PeriodRule, t: number): BillingPeriodSlot | null 
     to: rule.endMs === undefined ? end : Math.min(end, rule.endMs),
   };
 }
+
+/**
+ * The period billed from `fromMs` on: the interval of the current rule holding `fromMs`, billed
+ * from `fromMs` (where the previous invoice ended, or where billing starts) to its end or the
+ * subscription's end. When the rule's boundaries moved since the previous invoice (the customer's
+ * time zone changed), this is the shorter, prorated period that joins the old boundaries to the
+ * new ones: no gap, no overlap.
+ */
+export function periodFrom(rule: PeriodRule, fromMs: number, index: number): BillingPeriodSlot {
+  const k = boundaryIndexAt(rule, fromMs);
+  const start = boundary(rule, k);
+  const end = boundary(rule, k + 1);
+  return {
+    index,
+    start,
+    end,
+    from: fromMs,
+    to: rule.endMs === undefined ? end : Math.min(end, rule.endMs),
+  };
+}

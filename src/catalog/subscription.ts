@@ -62,6 +62,13 @@ export const subscriptionSchema = z
     started_at: timestampSchema,
     ended_at: timestampSchema.optional(),
     /**
+     * Where Tally's billing starts, for a subscription billed elsewhere before (a migration):
+     * periods ending at or before it are not invoiced; a period it falls inside is billed from
+     * it (fees prorated, usage from it on). Discount durations still count from `started_at`.
+     * @default started_at
+     */
+    billing_starts_at: timestampSchema.optional(),
+    /**
      * Periods start at this instant's local date and time in the customer's time zone, stepped by
      * the plan's interval both ways (a 31st becomes the last day of shorter months); a subscription
      * starting between two boundaries has a shorter, prorated first period. @default started_at
@@ -76,6 +83,18 @@ export const subscriptionSchema = z
     const start = Date.parse(s.started_at);
     if (s.ended_at !== undefined && Date.parse(s.ended_at) <= start) {
       ctx.addIssue({ code: "custom", path: ["ended_at"], message: "must be after started_at" });
+    }
+    if (s.billing_starts_at !== undefined) {
+      const billing = Date.parse(s.billing_starts_at);
+      if (billing < start) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["billing_starts_at"],
+          message: "must be at or after started_at",
+        });
+      } else if (s.ended_at !== undefined && billing >= Date.parse(s.ended_at)) {
+        ctx.addIssue({ code: "custom", path: ["billing_starts_at"], message: "must be before ended_at" });
+      }
     }
     s.phases.forEach((p, i) => {
       const at = Date.parse(p.at);

@@ -72,6 +72,13 @@ export interface RatingInput {
   readonly subscriptionStart?: Timestamp;
   /** When the subscription ended, if inside the period: fees are prorated up to it. */
   readonly subscriptionEnd?: Timestamp;
+  /**
+   * Where billing of this period starts when that is later than the period start and the
+   * subscription start (the close's first period after a customer's time zone changed, or after a
+   * subscription's `billing_starts_at`): fees are prorated from it like from a mid-period start,
+   * while discount durations still count from `subscriptionStart`.
+   */
+  readonly billedFrom?: Timestamp;
 }
 
 interface Phase {
@@ -210,6 +217,7 @@ function prepare(input: RatingInput): Prepared {
   const first = compileAt(input.plan, "plan", issues);
   const subStart = parseTime(input.subscriptionStart, "subscriptionStart", issues);
   const subEnd = parseTime(input.subscriptionEnd, "subscriptionEnd", issues);
+  const billedFrom = parseTime(input.billedFrom, "billedFrom", issues);
   if (period === undefined || first === undefined) throw new RatingInputError(issues);
   const start = period.startMs;
   const end = period.endMs;
@@ -229,6 +237,10 @@ function prepare(input: RatingInput): Prepared {
   if (subStart !== undefined) {
     if (subStart >= end) issues.push({ path: "subscriptionStart", message: "must be before period.end" });
     from = Math.max(start, subStart);
+  }
+  if (billedFrom !== undefined) {
+    if (billedFrom >= end) issues.push({ path: "billedFrom", message: "must be before period.end" });
+    from = Math.max(from, billedFrom);
   }
   if (subEnd !== undefined) {
     if (subEnd <= from)
