@@ -132,7 +132,9 @@ export const envSchema = z.object({
   /** Lines one Stripe invoice may hold (Stripe: 250; some accounts have it raised). More: the invoice is pushed in parts. */
   TALLY_STRIPE_MAX_LINES_PER_INVOICE: int(250, 1),
   /** `collection_method` of a customer without `stripe_collection_method` metadata. */
-  TALLY_STRIPE_COLLECTION_METHOD: z.enum(["charge_automatically", "send_invoice"]).default("charge_automatically"),
+  TALLY_STRIPE_COLLECTION_METHOD: z
+    .enum(["charge_automatically", "send_invoice"])
+    .default("charge_automatically"),
   /** `days_until_due` for `send_invoice` when the customer has no `stripe_days_until_due` metadata. */
   TALLY_STRIPE_DAYS_UNTIL_DUE: int(30, 0).pipe(z.number().max(3650)),
   /** Longest wait before a failed push is tried again (ms); the backoff doubles up to this. */

@@ -93,7 +93,11 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       );
       if (pusher !== null && !opts.dryRun) {
         await pusher.pushDue().then(
-          (r) => log.info({ pushed: r.pushed.length, failed: r.failed.length, mismatched: r.mismatched.length }, "stripe push"),
+          (r) =>
+            log.info(
+              { pushed: r.pushed.length, failed: r.failed.length, mismatched: r.mismatched.length },
+              "stripe push",
+            ),
           (err: unknown) => log.error({ err }, "stripe push failed; the next round retries"),
         );
       }

@@ -32,7 +32,9 @@ function status(value: string): ListStatus {
 /** The push lines of `invoices show`. */
 function describePush(rec: StripePush | null, pay: StripePayments | null): string {
   if (rec === null && pay === null) return "stripe: not pushed";
-  const out = [`stripe: ${rec?.status ?? "pending"} (step ${rec?.step ?? "none"}, attempts ${rec?.attempts ?? 0})`];
+  const out = [
+    `stripe: ${rec?.status ?? "pending"} (step ${rec?.step ?? "none"}, attempts ${rec?.attempts ?? 0})`,
+  ];
   for (const p of rec?.parts ?? []) {
     const paid = p.stripe_invoice !== null ? pay?.parts[p.stripe_invoice]?.status : undefined;
     out.push(
@@ -40,7 +42,8 @@ function describePush(rec: StripePush | null, pay: StripePayments | null): strin
     );
   }
   if (rec?.last_error) out.push(`  last error: ${rec.last_error.code}: ${rec.last_error.message}`);
-  if (rec?.next_attempt_at && rec.status === "push_failed") out.push(`  next attempt: ${rec.next_attempt_at}`);
+  if (rec?.next_attempt_at && rec.status === "push_failed")
+    out.push(`  next attempt: ${rec.next_attempt_at}`);
   if (rec?.skip_reason) out.push(`  skipped: ${rec.skip_reason}`);
   return out.join("\n");
 }
@@ -69,52 +72,56 @@ export function registerInvoicesCommand(program: Command): void {
     .command("list")
     .description("invoices, newest period first (a table; --json for machines)")
     .option("--customer <key>", "only this customer's")
-    .option("--status <status>", "draft, finalized, or a Stripe push status (push_failed, mismatch, ...)", status)
+    .option(
+      "--status <status>",
+      "draft, finalized, or a Stripe push status (push_failed, mismatch, ...)",
+      status,
+    )
     .option("--limit <n>", "at most this many", limit, 100)
     .option("--json", "print JSON")
-    .action(
-      async (opts: { customer?: string; status?: ListStatus; limit: number; json?: boolean }) => {
-        await withInvoices(async (store, push) => {
-          if (opts.status !== undefined && opts.status !== "draft" && opts.status !== "finalized") {
-            const want = opts.status;
-            const recs = (await push.all())
-              .filter((r) => r.status === want && (opts.customer === undefined || r.customer === opts.customer))
-              .slice(0, opts.limit);
-            if (opts.json) {
-              process.stdout.write(`${JSON.stringify(recs, null, 2)}\n`);
-              return;
-            }
-            for (const r of recs) {
-              const err = r.last_error ? `  ${r.last_error.code}: ${r.last_error.message}` : "";
-              process.stdout.write(`${(r.number ?? "").padEnd(14)}  ${r.invoice}  ${r.status.padEnd(11)}  ${r.customer}${err}\n`);
-            }
-            process.stdout.write(`${recs.length} invoice(s)\n`);
+    .action(async (opts: { customer?: string; status?: ListStatus; limit: number; json?: boolean }) => {
+      await withInvoices(async (store, push) => {
+        if (opts.status !== undefined && opts.status !== "draft" && opts.status !== "finalized") {
+          const want = opts.status;
+          const recs = (await push.all())
+            .filter((r) => r.status === want && (opts.customer === undefined || r.customer === opts.customer))
+            .slice(0, opts.limit);
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify(recs, null, 2)}\n`);
             return;
           }
-          const index = await store.index();
-          try {
-            const page = index.list({ customer: opts.customer, status: opts.status }, opts.limit);
-            if (opts.json) {
-              process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
-              return;
-            }
-            // Exponents come from each invoice (a summary does not carry it): read those listed.
-            const exps = new Map<string, number>();
-            for (const s of page.data) {
-              if (exps.has(s.currency)) continue;
-              const inv = await store.get(s.id);
-              if (inv !== null) exps.set(s.currency, inv.currency_exponent);
-            }
-            for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
+          for (const r of recs) {
+            const err = r.last_error ? `  ${r.last_error.code}: ${r.last_error.message}` : "";
             process.stdout.write(
-              `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
+              `${(r.number ?? "").padEnd(14)}  ${r.invoice}  ${r.status.padEnd(11)}  ${r.customer}${err}\n`,
             );
-          } finally {
-            index.stop();
           }
-        });
-      },
-    );
+          process.stdout.write(`${recs.length} invoice(s)\n`);
+          return;
+        }
+        const index = await store.index();
+        try {
+          const page = index.list({ customer: opts.customer, status: opts.status }, opts.limit);
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
+            return;
+          }
+          // Exponents come from each invoice (a summary does not carry it): read those listed.
+          const exps = new Map<string, number>();
+          for (const s of page.data) {
+            if (exps.has(s.currency)) continue;
+            const inv = await store.get(s.id);
+            if (inv !== null) exps.set(s.currency, inv.currency_exponent);
+          }
+          for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
+          process.stdout.write(
+            `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
+          );
+        } finally {
+          index.stop();
+        }
+      });
+    });
   invoices
     .command("show <id>")
     .description("one invoice with its lines (--json for the full record: evidence, rating inputs, true-ups)")

@@ -53,7 +53,9 @@ export function registerPushCommand(program: Command): void {
         const tick = () => {
           running = running
             .then(() => pusher.pushDue())
-            .then((r) => log.info({ ...r, failed: r.failed.length, pushed: r.pushed.length }, "stripe push run"))
+            .then((r) =>
+              log.info({ ...r, failed: r.failed.length, pushed: r.pushed.length }, "stripe push run"),
+            )
             .catch((err: unknown) => log.error({ err }, "stripe push run failed; will retry"));
         };
         tick();

@@ -54,8 +54,7 @@ export const stripeRetry: RetryPolicy & { maxAttempts: number } = {
 
 /** How a failed Stripe call is handled: try the same request (same key) again, or give up. */
 export type StripeFailure =
-  | { kind: "retry"; delayMs: number | undefined }
-  | { kind: "fail"; code: string; message: string };
+  { kind: "retry"; delayMs: number | undefined } | { kind: "fail"; code: string; message: string };
 
 function header(err: Stripe.errors.StripeError, name: string): string | undefined {
   const h = err.headers as Record<string, string | string[] | undefined> | undefined;
@@ -133,7 +132,10 @@ export async function callStripe<T>(
       }
       const delay =
         d.delayMs !== undefined ? Math.min(d.delayMs, policy.maxRetryAfterMs) : backoffMs(policy, attempt);
-      opts.onRetry?.(status === 429 ? "rate_limited" : status === undefined ? "connection" : String(status), delay);
+      opts.onRetry?.(
+        status === 429 ? "rate_limited" : status === undefined ? "connection" : String(status),
+        delay,
+      );
       await new Promise((r) => setTimeout(r, delay));
     }
   }

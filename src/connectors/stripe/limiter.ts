@@ -21,7 +21,8 @@ export class RateLimiter {
     private readonly windowMs = 1025,
     private readonly now: () => number = () => performance.now(),
   ) {
-    if (!Number.isInteger(perSecond) || perSecond < 1) throw new Error("perSecond must be a positive integer");
+    if (!Number.isInteger(perSecond) || perSecond < 1)
+      throw new Error("perSecond must be a positive integer");
   }
 
   /** Resolves when one more request may start; the caller starts it at once. */

@@ -110,7 +110,8 @@ export class StripePusher {
       const r = records.get(id);
       if (r === undefined || r.status === "pending") return true;
       if (r.status !== "push_failed") return false;
-      if (opts.force || r.next_attempt_at === null || Date.parse(r.next_attempt_at) <= this.now()) return true;
+      if (opts.force || r.next_attempt_at === null || Date.parse(r.next_attempt_at) <= this.now())
+        return true;
       report.backingOff++;
       return false;
     });
@@ -163,7 +164,12 @@ export class StripePusher {
         const base = cur ?? this.initial(inv, null, null, null);
         const attempts = Math.max(1, base.attempts);
         const delay = backoffMs(
-          { initialDelayMs: 5_000, maxDelayMs: this.deps.config.retryMaxMs, maxAttempts: 0, maxRetryAfterMs: 0 },
+          {
+            initialDelayMs: 5_000,
+            maxDelayMs: this.deps.config.retryMaxMs,
+            maxAttempts: 0,
+            maxRetryAfterMs: 0,
+          },
           attempts,
         );
         return {
@@ -247,7 +253,8 @@ export class StripePusher {
     // The attempt starts: the record exists before the first Stripe request.
     let rec = (await store.update(inv.id, (cur) => {
       const base = cur ?? this.initial(inv, stripeCustomer, plan, collection);
-      const parts = base.parts.length === plan.parts.length ? base.parts : this.initial(inv, null, plan, null).parts;
+      const parts =
+        base.parts.length === plan.parts.length ? base.parts : this.initial(inv, null, plan, null).parts;
       return {
         ...base,
         stripe_customer: stripeCustomer,
@@ -356,7 +363,10 @@ export class StripePusher {
           );
         }
       }
-      const rec = await this.setPart(inv.id, part.part, { chunks_added: held, stripe_status: current.status });
+      const rec = await this.setPart(inv.id, part.part, {
+        chunks_added: held,
+        stripe_status: current.status,
+      });
       return { rec, seen: seen(current) };
     }
     const rec = await this.setPart(inv.id, part.part, {
@@ -418,7 +428,10 @@ export class StripePusher {
     }
     for (const [part, s] of found) {
       if (rec.parts[part - 1]?.stripe_invoice !== null) continue;
-      this.deps.log.info({ invoice: inv.id, part, stripe_invoice: s.id }, "stripe invoice recovered by search");
+      this.deps.log.info(
+        { invoice: inv.id, part, stripe_invoice: s.id },
+        "stripe invoice recovered by search",
+      );
       rec = await this.setPart(inv.id, part, { stripe_invoice: s.id, stripe_status: s.status });
     }
     return rec;
@@ -462,13 +475,23 @@ export class StripePusher {
     if (ok) {
       pushOutcomes.inc({ outcome: "pushed" });
       this.deps.log.info(
-        { invoice: inv.id, parts: plan.parts.length, total: sum, stripe: rec.parts.map((p) => p.stripe_invoice) },
+        {
+          invoice: inv.id,
+          parts: plan.parts.length,
+          total: sum,
+          stripe: rec.parts.map((p) => p.stripe_invoice),
+        },
         "invoice pushed to stripe",
       );
     } else {
       pushOutcomes.inc({ outcome: "mismatch" });
       this.deps.log.error(
-        { invoice: inv.id, tally_total: inv.total, stripe_total: sum, stripe: rec.parts.map((p) => p.stripe_invoice) },
+        {
+          invoice: inv.id,
+          tally_total: inv.total,
+          stripe_total: sum,
+          stripe: rec.parts.map((p) => p.stripe_invoice),
+        },
         "ALERT: stripe invoice total differs from tally's",
       );
     }
