@@ -123,6 +123,8 @@ export const envSchema = z.object({
   TALLY_STRIPE_FINALIZE: bool(true),
   /** Client-side limit on requests per second to Stripe (sandbox and per-endpoint default 25; live mode allows 100). */
   TALLY_STRIPE_MAX_RPS: int(25, 1).pipe(z.number().max(1000)),
+  /** Client-side limit per Stripe endpoint (create, add_lines, finalize are each one; Stripe's default is 25/s). */
+  TALLY_STRIPE_MAX_RPS_PER_ENDPOINT: int(25, 1).pipe(z.number().max(1000)),
   /** Timeout of each Stripe HTTP request (ms). */
   TALLY_STRIPE_TIMEOUT_MS: int(30_000, 100),
   /** Invoices pushed at once (the rate limiter bounds the requests; this bounds memory and open drafts). */
@@ -241,6 +243,7 @@ export interface StripeConfig {
   apiBase: string;
   finalize: boolean;
   maxRps: number;
+  maxRpsPerEndpoint: number;
   timeoutMs: number;
   concurrency: number;
   linesPerRequest: number;
@@ -342,6 +345,7 @@ export function toConfig(e: Env): Config {
       apiBase: e.TALLY_STRIPE_API_BASE,
       finalize: e.TALLY_STRIPE_FINALIZE,
       maxRps: e.TALLY_STRIPE_MAX_RPS,
+      maxRpsPerEndpoint: e.TALLY_STRIPE_MAX_RPS_PER_ENDPOINT,
       timeoutMs: e.TALLY_STRIPE_TIMEOUT_MS,
       concurrency: e.TALLY_STRIPE_CONCURRENCY,
       linesPerRequest: e.TALLY_STRIPE_LINES_PER_REQUEST,

@@ -23,12 +23,22 @@ export function createStripeClient(config: StripeConfig, limiter?: RateLimiter):
   const url = new URL(config.apiBase);
   const protocol = url.protocol === "http:" ? "http" : "https";
   const lim = limiter ?? new RateLimiter(config.maxRps);
+  // Stripe also limits each endpoint (25 req/s by default, https://docs.stripe.com/rate-limits):
+  // in live mode (100/s global) creates alone would otherwise outrun their endpoint's share.
+  const perEndpoint = new Map<string, RateLimiter>();
+  const endpointLimit = Math.min(config.maxRpsPerEndpoint, config.maxRps);
   const inner = Stripe.createNodeHttpClient();
   const httpClient: Stripe.HttpClient = {
     getClientName: () => inner.getClientName(),
-    makeRequest: async (...args) => {
+    makeRequest: async (host, port, path, method, ...rest) => {
+      const name = endpointOf(method, path);
+      let e = perEndpoint.get(name);
+      if (e === undefined) perEndpoint.set(name, (e = new RateLimiter(endpointLimit)));
+      // The endpoint's slot first, then the global one: a request waiting for its endpoint
+      // holds no global slot that other endpoints could use.
+      await e.acquire();
       await lim.acquire();
-      return inner.makeRequest(...args);
+      return inner.makeRequest(host, port, path, method, ...rest);
     },
   };
   const stripe = new Stripe(config.secretKey, {
@@ -42,6 +52,12 @@ export function createStripeClient(config: StripeConfig, limiter?: RateLimiter):
     appInfo: { name: "tally" },
   });
   return { stripe, limiter: lim };
+}
+
+/** `POST /v1/invoices/:id/add_lines`: the path with object ids replaced, without the query. */
+export function endpointOf(method: string, path: string): string {
+  const bare = path.split("?")[0]!.replace(/\/(in|cus|il|ii|cn|evt)_[A-Za-z0-9]+/g, "/:id");
+  return `${method} ${bare}`;
 }
 
 /** Our retry policy for one Stripe call (on top of the SDK's): about 2 minutes in all. */
