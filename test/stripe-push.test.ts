@@ -345,6 +345,35 @@ describe("stripe push", () => {
     expect(keys.every((k) => k?.startsWith("tally:"))).toBe(true);
   });
 
+  it("5xx and connections dropped after Stripe committed: retried under the same key, one Stripe invoice, each line once", async () => {
+    await customer("flaky");
+    const inv = await finalized("flaky", 120);
+    srv.requests.clear();
+    srv.faults.inject5xx({ count: 4, status: 503, endpoint: "POST /v1/invoices" });
+    srv.faults.drop({ count: 2, endpoint: "POST /v1/invoices/:id/add_lines", when: "after-commit" });
+    srv.faults.drop({ count: 1, endpoint: "POST /v1/invoices/:id/finalize", when: "after-commit" });
+    const report = await pusher({ linesPerRequest: 100 }).pushDue({ only: [inv.id] });
+    expect(report.pushed).toEqual([inv.id]);
+    expect(stripeInvoicesOf(inv.id)).toHaveLength(1);
+    expectExactLines(inv);
+    const writes = srv.requests.all().filter((r) => r.method === "POST");
+    // Every attempt of a step carried that step's key; only the first successful one executed.
+    for (const r of writes) expect(r.idempotencyKey).toMatch(new RegExp(`^tally:${inv.id}:`));
+    // Executed = answered 200 or committed before the connection was cut; replays do not count.
+    const executed = writes
+      .filter((r) => !r.replayed && (r.status === 200 || r.fault === "crash-after-commit"))
+      .map((r) => r.idempotencyKey);
+    expect(writes.filter((r) => r.fault === "crash-after-commit")).toHaveLength(3);
+    expect(executed.sort()).toEqual(
+      [
+        `tally:${inv.id}:create:1`,
+        `tally:${inv.id}:add_lines:1.1`,
+        `tally:${inv.id}:add_lines:1.2`,
+        `tally:${inv.id}:finalize:1`,
+      ].sort(),
+    );
+  });
+
   it("local push state lost (and Stripe's keys expired): the Stripe invoice is found by metadata search, no duplicate, exactly its lines", async () => {
     await customer("lost");
     // Finalized two days ago: older than Stripe's 24 h key retention.
