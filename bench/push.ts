@@ -178,8 +178,16 @@ export async function main(argv: string[]): Promise<void> {
       const all = srv.requests.all();
       let exact = report.pushed.length === args.invoices && report.failed.length === 0;
       for (const d of drafts) {
+        // One Stripe invoice per 250 lines (parts); every line once, amounts summing to Tally's total.
         const s = [...srv.state.invoices.values()].filter((i) => i.metadata.tally_invoice === d.id);
-        if (s.length !== 1 || s[0]!.lines.reduce((a, l) => a + l.amount, 0) !== d.total) exact = false;
+        const lines = s.flatMap((i) => i.lines);
+        if (
+          s.length !== Math.ceil(d.lines.length / config.stripe.maxLinesPerInvoice) ||
+          new Set(lines.map((l) => l.metadata.tally_line)).size !== d.lines.length ||
+          lines.length !== d.lines.length ||
+          lines.reduce((a, l) => a + l.amount, 0) !== d.total
+        )
+          exact = false;
       }
       const perSec = args.invoices / seconds;
       results.push({
