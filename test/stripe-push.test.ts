@@ -134,6 +134,20 @@ function pusher(overrides: Partial<Config["stripe"]> = {}, extra: Partial<PushDe
   });
 }
 
+/** Runs the real CLI (dist) against this test's NATS. */
+function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
+    const child = spawn(process.execPath, ["dist/src/cli/main.js", ...args], {
+      env: { ...childEnv(config), ...extraEnv },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("exit", (code, signal) => resolve({ code, signal, out }));
+  });
+}
+
 /** The Stripe invoices (server state) carrying this Tally invoice id. */
 function stripeInvoicesOf(id: string) {
   return [...srv.state.invoices.values()].filter((i) => i.metadata.tally_invoice === id);
@@ -273,10 +287,16 @@ describe("stripe push", () => {
     expect(rec).toMatchObject({ status: "push_failed", last_error: { code: "missing_stripe_customer_id" } });
     expect(Date.parse(rec!.next_attempt_at!)).toBeGreaterThan(Date.now());
     expect(stripeInvoicesOf(bad.id)).toHaveLength(0);
-    // `tally invoices list --status push_failed` reads these records.
-    expect((await store.all()).filter((r) => r.status === "push_failed").map((r) => r.invoice)).toContain(
-      bad.id,
+    // What an operator sees: `tally invoices list --status push_failed` and `tally invoices show`.
+    const listed = await cli(["invoices", "list", "--status", "push_failed"]);
+    expect(listed.code, listed.out).toBe(0);
+    expect(listed.out).toMatch(
+      new RegExp(`${bad.id}\\s+push_failed\\s+nostripe\\s+missing_stripe_customer_id`),
     );
+    expect(listed.out).not.toContain(good.id);
+    const shown = await cli(["invoices", "show", bad.id]);
+    expect(shown.out).toContain("stripe: push_failed");
+    expect(shown.out).toContain("last error: missing_stripe_customer_id");
     // Backing off: not retried before next_attempt_at ...
     expect((await pusher().pushDue({ only: [bad.id] })).backingOff).toBe(1);
     // ... unless forced, after the catalog was fixed.
@@ -439,20 +459,9 @@ describe("stripe push", () => {
 });
 
 describe("SIGKILL of a real `tally push stripe`, then a restart", () => {
-  const run = (env: NodeJS.ProcessEnv, args: string[]) =>
-    new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, ["dist/src/cli/main.js", "push", "stripe", ...args], {
-        env,
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let out = "";
-      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-      child.on("exit", (code, signal) => resolve({ code, signal, out }));
-    });
+  const run = (env: NodeJS.ProcessEnv, args: string[]) => cli(["push", "stripe", ...args], env);
 
   const env = () => ({
-    ...childEnv(config),
     TALLY_STRIPE_SECRET_KEY: KEY,
     TALLY_STRIPE_API_BASE: srv.url,
     TALLY_STRIPE_LINES_PER_REQUEST: "100",
