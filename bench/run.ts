@@ -9,6 +9,7 @@ const benches = {
     "the billing close of N subscriptions x 5 metered prices over >= 100M events (tally close --once), then again with a SIGKILL midway",
   ingest:
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
+  push: "Stripe push against the local Stripe server: invoices/s at 25 and 100 req/s, and the bound on a close of 10k/100k customers",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
   sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
   usage:

@@ -15,6 +15,7 @@
  * | dead-letter resolutions (replayed / discarded) | KV bucket `tally_dead_letters` |
  * | invoices and invoice numbering | KV bucket `tally_invoices` |
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
+ * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
  */
 export interface BusNames {
   stream: string;
@@ -31,6 +32,7 @@ export interface BusNames {
   leasesBucket: string;
   deadLetterBucket: string;
   invoicesBucket: string;
+  pushBucket: string;
   closeBucket: string;
 }
 
@@ -51,6 +53,7 @@ export function busNames(prefix: string): BusNames {
     leasesBucket: `${prefix}_leases`,
     deadLetterBucket: `${prefix}_dead_letters`,
     invoicesBucket: `${prefix}_invoices`,
+    pushBucket: `${prefix}_push`,
     closeBucket: `${prefix}_close`,
   };
 }

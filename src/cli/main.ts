@@ -7,6 +7,7 @@ import { registerDevCommand } from "./commands/dev.js";
 import { registerDlqCommand } from "./commands/dlq.js";
 import { registerInvoicesCommand } from "./commands/invoices.js";
 import { registerKeysCommand } from "./commands/keys.js";
+import { registerPushCommand } from "./commands/push.js";
 import { registerRateCommand } from "./commands/rate.js";
 import { registerServeCommands } from "./commands/serve.js";
 
@@ -21,6 +22,7 @@ registerCatalogCommand(program);
 registerRateCommand(program);
 registerCloseCommand(program);
 registerInvoicesCommand(program);
+registerPushCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   createLogger("cli", "error").fatal({ err }, "command failed");

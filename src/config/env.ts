@@ -112,6 +112,47 @@ export const envSchema = z.object({
     .regex(/^[A-Z0-9][A-Z0-9-]{0,15}$/, "must be 1-16 upper-case letters, digits or -")
     .default("TALLY"),
 
+  /**
+   * Stripe push (src/connectors/stripe): unset = no push. A secret (`sk_...`) or restricted
+   * (`rk_...`) key with write access to invoices; never logged.
+   */
+  TALLY_STRIPE_SECRET_KEY: z.string().min(1).optional(),
+  /** Stripe's API base URL; tests and self-hosted proxies point it elsewhere (split into host/port/protocol for the SDK). */
+  TALLY_STRIPE_API_BASE: z.url().default("https://api.stripe.com"),
+  /** Finalize the Stripe invoice after its lines are added (false: leave it a draft for review). */
+  TALLY_STRIPE_FINALIZE: bool(true),
+  /** Client-side limit on requests per second to Stripe (sandbox and per-endpoint default 25; live mode allows 100). */
+  TALLY_STRIPE_MAX_RPS: int(25, 1).pipe(z.number().max(1000)),
+  /** Client-side limit per Stripe endpoint (create, add_lines, finalize are each one; Stripe's default is 25/s). */
+  TALLY_STRIPE_MAX_RPS_PER_ENDPOINT: int(25, 1).pipe(z.number().max(1000)),
+  /** Timeout of each Stripe HTTP request (ms). */
+  TALLY_STRIPE_TIMEOUT_MS: int(30_000, 100),
+  /** Invoices pushed at once (the rate limiter bounds the requests; this bounds memory and open drafts). */
+  TALLY_STRIPE_CONCURRENCY: int(8, 1).pipe(z.number().max(256)),
+  /** Lines per `add_lines` request. */
+  TALLY_STRIPE_LINES_PER_REQUEST: int(100, 1).pipe(z.number().max(250)),
+  /** Lines one Stripe invoice may hold (Stripe: 250; some accounts have it raised). More: the invoice is pushed in parts. */
+  TALLY_STRIPE_MAX_LINES_PER_INVOICE: int(250, 1),
+  /** `collection_method` of a customer without `stripe_collection_method` metadata. */
+  TALLY_STRIPE_COLLECTION_METHOD: z
+    .enum(["charge_automatically", "send_invoice"])
+    .default("charge_automatically"),
+  /** `days_until_due` for `send_invoice` when the customer has no `stripe_days_until_due` metadata. */
+  TALLY_STRIPE_DAYS_UNTIL_DUE: int(30, 0).pipe(z.number().max(3650)),
+  /** Longest wait before a failed push is tried again (ms); the backoff doubles up to this. */
+  TALLY_STRIPE_RETRY_MAX_MS: int(3_600_000, 1000),
+  /** Signing secret of the Stripe webhook endpoint (`whsec_...`); unset = `POST /v1/webhooks/stripe` answers 404. */
+  TALLY_STRIPE_WEBHOOK_SECRET: z.string().min(1).optional(),
+  /**
+   * Fault injection for crash tests only: the push SIGKILLs itself at this point of its first
+   * invoice: `create`, `add_lines:<k>` (right after Stripe answered, before recording),
+   * `before_finalize`, `finalize`. Never set this in production.
+   */
+  TALLY_FAULT_STRIPE_CRASH_AT: z
+    .string()
+    .regex(/^(create|add_lines:\d+|before_finalize|finalize)$/)
+    .optional(),
+
   TALLY_DEV_MODE: bool(false),
   /**
    * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
@@ -191,6 +232,28 @@ export interface Config {
   };
   /** See TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM. */
   crashAfterCatalogClaim: boolean;
+  /** The Stripe push and webhook (TALLY_STRIPE_*). */
+  stripe: StripeConfig;
+}
+
+/** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
+export interface StripeConfig {
+  /** Unset: no push. */
+  secretKey: string | undefined;
+  apiBase: string;
+  finalize: boolean;
+  maxRps: number;
+  maxRpsPerEndpoint: number;
+  timeoutMs: number;
+  concurrency: number;
+  linesPerRequest: number;
+  maxLinesPerInvoice: number;
+  collectionMethod: "charge_automatically" | "send_invoice";
+  daysUntilDue: number;
+  retryMaxMs: number;
+  webhookSecret: string | undefined;
+  /** See TALLY_FAULT_STRIPE_CRASH_AT. */
+  crashAt: string | undefined;
 }
 
 /** Thrown by {@link loadConfig} with one line per bad variable. */
@@ -277,6 +340,22 @@ export function toConfig(e: Env): Config {
       crashAfterFinalized: e.TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED,
     },
     crashAfterCatalogClaim: e.TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM,
+    stripe: {
+      secretKey: e.TALLY_STRIPE_SECRET_KEY,
+      apiBase: e.TALLY_STRIPE_API_BASE,
+      finalize: e.TALLY_STRIPE_FINALIZE,
+      maxRps: e.TALLY_STRIPE_MAX_RPS,
+      maxRpsPerEndpoint: e.TALLY_STRIPE_MAX_RPS_PER_ENDPOINT,
+      timeoutMs: e.TALLY_STRIPE_TIMEOUT_MS,
+      concurrency: e.TALLY_STRIPE_CONCURRENCY,
+      linesPerRequest: e.TALLY_STRIPE_LINES_PER_REQUEST,
+      maxLinesPerInvoice: e.TALLY_STRIPE_MAX_LINES_PER_INVOICE,
+      collectionMethod: e.TALLY_STRIPE_COLLECTION_METHOD,
+      daysUntilDue: e.TALLY_STRIPE_DAYS_UNTIL_DUE,
+      retryMaxMs: e.TALLY_STRIPE_RETRY_MAX_MS,
+      webhookSecret: e.TALLY_STRIPE_WEBHOOK_SECRET,
+      crashAt: e.TALLY_FAULT_STRIPE_CRASH_AT,
+    },
   };
 }
 

@@ -18,6 +18,7 @@ import { mountEventRoutes } from "./routes/events.js";
 import { mountIngestRoutes } from "./routes/ingest.js";
 import { mountInvoiceRoutes, type EdgeInvoices } from "./routes/invoices.js";
 import { mountKeyRoutes } from "./routes/keys.js";
+import { mountStripeWebhookRoutes } from "./routes/stripe-webhooks.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 
 /** What the edge needs; built by `startEdge`, or by tests with their own servers. */
@@ -66,6 +67,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   mountKeyRoutes(app, deps);
   mountCatalogRoutes(app, deps);
   mountInvoiceRoutes(app, deps, deps.invoices);
+  mountStripeWebhookRoutes(app, deps);
   mountUsageRoutes(app, deps);
   mountPortal(app, deps);
   return app;

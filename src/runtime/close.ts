@@ -1,6 +1,7 @@
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
+import { openStripePusher } from "../connectors/stripe/index.js";
 import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
@@ -67,6 +68,10 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     },
   };
 
+  // With TALLY_STRIPE_SECRET_KEY set, every close round is followed by a push of what it
+  // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
+  const pusher = await openStripePusher({ js, invoices, catalog, config, log });
+
   let running: Promise<CloseReport | null> = Promise.resolve(null);
   const runOnce = (opts: { dryRun?: boolean; waitMs?: number } = {}) => {
     running = running.then(async () => {
@@ -86,6 +91,16 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
         },
         opts.dryRun ? "close dry run" : "close run",
       );
+      if (pusher !== null && !opts.dryRun) {
+        await pusher.pushDue().then(
+          (r) =>
+            log.info(
+              { pushed: r.pushed.length, failed: r.failed.length, mismatched: r.mismatched.length },
+              "stripe push",
+            ),
+          (err: unknown) => log.error({ err }, "stripe push failed; the next round retries"),
+        );
+      }
       return report;
     });
     return running;

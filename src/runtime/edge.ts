@@ -3,6 +3,7 @@ import { Events, type NatsConnection } from "nats";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { InvoiceStore } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
+import { PushStore } from "../connectors/stripe/index.js";
 import { messageSettled } from "../sink/index.js";
 import { UsageStreams } from "../usage/stream.js";
 import { busNames, DeadLetterLog, ensureStreams, GroupCommitPublisher, Watermarks } from "../bus/index.js";
@@ -74,7 +75,11 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
   const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
   await catalog.start();
   const invoiceStore = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
-  const invoices = { store: invoiceStore, index: await invoiceStore.index() };
+  const invoices = {
+    store: invoiceStore,
+    index: await invoiceStore.index(),
+    push: await PushStore.open(js, names.pushBucket, config.nats.replicas),
+  };
   const portalTokens = await PortalTokens.open(
     js,
     names.secretsBucket,

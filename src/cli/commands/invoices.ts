@@ -1,29 +1,51 @@
 import { InvalidArgumentError, type Command } from "commander";
 import { InvoiceStore, type Invoice, type InvoiceSummary } from "../../billing/index.js";
 import { busNames } from "../../bus/index.js";
+import { PushStore, type StripePayments, type StripePush } from "../../connectors/stripe/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { configOrExit } from "../config.js";
 import { describeInvoice, formatAmount } from "./close.js";
 
-async function withInvoices<T>(fn: (store: InvoiceStore) => Promise<T>): Promise<T> {
+async function withInvoices<T>(fn: (store: InvoiceStore, push: PushStore) => Promise<T>): Promise<T> {
   const config = configOrExit();
   const nc = await connectNats(config, "tally-invoices");
   try {
-    const store = await InvoiceStore.open(
-      nc.jetstream(),
-      busNames(config.nats.prefix).invoicesBucket,
-      config.nats.replicas,
-    );
-    return await fn(store);
+    const names = busNames(config.nats.prefix);
+    const store = await InvoiceStore.open(nc.jetstream(), names.invoicesBucket, config.nats.replicas);
+    const push = await PushStore.open(nc.jetstream(), names.pushBucket, config.nats.replicas);
+    return await fn(store, push);
   } finally {
     await nc.drain();
   }
 }
 
-function status(value: string): "draft" | "finalized" {
-  if (value !== "draft" && value !== "finalized")
-    throw new InvalidArgumentError("must be draft or finalized");
-  return value;
+/** Invoice statuses, and push statuses (`push_failed`, `mismatch`, ...) of the Stripe push. */
+const pushStatuses = ["pending", "pushed", "push_failed", "mismatch", "skipped"] as const;
+type ListStatus = "draft" | "finalized" | (typeof pushStatuses)[number];
+
+function status(value: string): ListStatus {
+  if (value === "draft" || value === "finalized") return value;
+  if ((pushStatuses as readonly string[]).includes(value)) return value as ListStatus;
+  throw new InvalidArgumentError(`must be draft, finalized, or a push status (${pushStatuses.join(", ")})`);
+}
+
+/** The push lines of `invoices show`. */
+function describePush(rec: StripePush | null, pay: StripePayments | null): string {
+  if (rec === null && pay === null) return "stripe: not pushed";
+  const out = [
+    `stripe: ${rec?.status ?? "pending"} (step ${rec?.step ?? "none"}, attempts ${rec?.attempts ?? 0})`,
+  ];
+  for (const p of rec?.parts ?? []) {
+    const paid = p.stripe_invoice !== null ? pay?.parts[p.stripe_invoice]?.status : undefined;
+    out.push(
+      `  part ${p.part}: ${p.stripe_invoice ?? "(not created)"}  ${p.stripe_status ?? "-"}  total ${p.stripe_total ?? "-"} (tally ${p.expected_total})${paid ? `  payment ${paid}` : ""}`,
+    );
+  }
+  if (rec?.last_error) out.push(`  last error: ${rec.last_error.code}: ${rec.last_error.message}`);
+  if (rec?.next_attempt_at && rec.status === "push_failed")
+    out.push(`  next attempt: ${rec.next_attempt_at}`);
+  if (rec?.skip_reason) out.push(`  skipped: ${rec.skip_reason}`);
+  return out.join("\n");
 }
 
 function limit(value: string): number {
@@ -50,47 +72,78 @@ export function registerInvoicesCommand(program: Command): void {
     .command("list")
     .description("invoices, newest period first (a table; --json for machines)")
     .option("--customer <key>", "only this customer's")
-    .option("--status <status>", "draft or finalized", status)
+    .option(
+      "--status <status>",
+      "draft, finalized, or a Stripe push status (push_failed, mismatch, ...)",
+      status,
+    )
     .option("--limit <n>", "at most this many", limit, 100)
     .option("--json", "print JSON")
-    .action(
-      async (opts: { customer?: string; status?: "draft" | "finalized"; limit: number; json?: boolean }) => {
-        await withInvoices(async (store) => {
-          const index = await store.index();
-          try {
-            const page = index.list({ customer: opts.customer, status: opts.status }, opts.limit);
-            if (opts.json) {
-              process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
-              return;
-            }
-            // Exponents come from each invoice (a summary does not carry it): read those listed.
-            const exps = new Map<string, number>();
-            for (const s of page.data) {
-              if (exps.has(s.currency)) continue;
-              const inv = await store.get(s.id);
-              if (inv !== null) exps.set(s.currency, inv.currency_exponent);
-            }
-            for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
-            process.stdout.write(
-              `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
-            );
-          } finally {
-            index.stop();
+    .action(async (opts: { customer?: string; status?: ListStatus; limit: number; json?: boolean }) => {
+      await withInvoices(async (store, push) => {
+        if (opts.status !== undefined && opts.status !== "draft" && opts.status !== "finalized") {
+          const want = opts.status;
+          const recs = (await push.all())
+            .filter((r) => r.status === want && (opts.customer === undefined || r.customer === opts.customer))
+            .slice(0, opts.limit);
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify(recs, null, 2)}\n`);
+            return;
           }
-        });
-      },
-    );
+          for (const r of recs) {
+            const err = r.last_error ? `  ${r.last_error.code}: ${r.last_error.message}` : "";
+            process.stdout.write(
+              `${(r.number ?? "").padEnd(14)}  ${r.invoice}  ${r.status.padEnd(11)}  ${r.customer}${err}\n`,
+            );
+          }
+          process.stdout.write(`${recs.length} invoice(s)\n`);
+          return;
+        }
+        const index = await store.index();
+        try {
+          const page = index.list({ customer: opts.customer, status: opts.status }, opts.limit);
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
+            return;
+          }
+          // Exponents come from each invoice (a summary does not carry it): read those listed.
+          const exps = new Map<string, number>();
+          for (const s of page.data) {
+            if (exps.has(s.currency)) continue;
+            const inv = await store.get(s.id);
+            if (inv !== null) exps.set(s.currency, inv.currency_exponent);
+          }
+          for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
+          process.stdout.write(
+            `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
+          );
+        } finally {
+          index.stop();
+        }
+      });
+    });
   invoices
     .command("show <id>")
     .description("one invoice with its lines (--json for the full record: evidence, rating inputs, true-ups)")
     .option("--json", "print JSON")
     .action(async (id: string, opts: { json?: boolean }) => {
-      const inv: Invoice | null = await withInvoices((store) => store.get(id));
+      const [inv, rec, pay] = await withInvoices(
+        async (store, push) =>
+          [await store.get(id), await push.get(id), await push.payments(id)] as [
+            Invoice | null,
+            StripePush | null,
+            StripePayments | null,
+          ],
+      );
       if (inv === null) {
         process.stderr.write(`no invoice ${id}\n`);
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(opts.json ? `${JSON.stringify(inv, null, 2)}\n` : `${describeInvoice(inv)}\n`);
+      process.stdout.write(
+        opts.json
+          ? `${JSON.stringify({ ...inv, push: { stripe: rec, stripe_payments: pay } }, null, 2)}\n`
+          : `${describeInvoice(inv)}\n${describePush(rec, pay)}\n`,
+      );
     });
 }

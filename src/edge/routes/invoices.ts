@@ -1,6 +1,7 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import { upcomingInvoice, type InvoiceIndex, type InvoiceStore } from "../../billing/index.js";
+import type { PushStore } from "../../connectors/stripe/index.js";
 import { ApiError } from "../../lib/errors.js";
 import { listEvidence, queryEvidence } from "../../usage/index.js";
 import type { EdgeDeps } from "../app.js";
@@ -13,6 +14,41 @@ import { decodeCursor, encodeCursor, parseWith, timeParam } from "../params.js";
 export interface EdgeInvoices {
   store: InvoiceStore;
   index: InvoiceIndex;
+  /** Push records (Stripe): shown on each invoice, written by the Stripe webhook. */
+  push?: PushStore;
+}
+
+/**
+ * The `push` field of an invoice as the API shows it: the Stripe push record (status, Stripe
+ * invoice ids, last error) and payment states from Stripe's webhooks. Kept outside the invoice
+ * record, which never changes once finalized.
+ */
+export async function pushView(push: PushStore | undefined, id: string): Promise<Record<string, unknown>> {
+  if (push === undefined) return {};
+  const [rec, pay] = await Promise.all([push.get(id), push.payments(id)]);
+  if (rec === null && pay === null) return { stripe: null };
+  const payments = Object.entries(pay?.parts ?? {}).map(([stripe_invoice, p]) => ({
+    stripe_invoice,
+    part: p.part,
+    status: p.status,
+    event: p.event,
+    event_created: p.event_created,
+  }));
+  return {
+    stripe: {
+      status: rec?.status ?? "pending",
+      step: rec?.step ?? "none",
+      invoice_ids: rec?.parts.map((p) => p.stripe_invoice).filter((x) => x !== null) ?? [],
+      parts: rec?.parts ?? [],
+      stripe_customer: rec?.stripe_customer ?? null,
+      attempts: rec?.attempts ?? 0,
+      last_error: rec?.last_error ?? null,
+      next_attempt_at: rec?.next_attempt_at ?? null,
+      skip_reason: rec?.skip_reason ?? null,
+      pushed_at: rec?.pushed_at ?? null,
+      payments,
+    },
+  };
 }
 
 const listQuery = z
@@ -58,7 +94,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
     const id = c.req.param("id");
     const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await invoices.store.get(id) : null;
     if (inv === null) throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
-    return c.json(inv);
+    return c.json({ ...inv, push: await pushView(invoices.push, id) });
   });
 
   /**

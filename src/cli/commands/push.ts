@@ -1,0 +1,80 @@
+import type { Command } from "commander";
+import { InvoiceStore } from "../../billing/index.js";
+import { busNames } from "../../bus/index.js";
+import { CatalogStore } from "../../catalog/index.js";
+import { openStripePusher, type PushReport } from "../../connectors/stripe/index.js";
+import { createLogger } from "../../observability/index.js";
+import { connectNats } from "../../runtime/connect.js";
+import { configOrExit } from "../config.js";
+import { onShutdown } from "./serve.js";
+
+function summary(r: PushReport): string {
+  const lines = [
+    `pushed ${r.pushed.length}; failed ${r.failed.length}; mismatched ${r.mismatched.length}; skipped ${r.skipped.length}; backing off ${r.backingOff}`,
+  ];
+  for (const f of r.failed) lines.push(`  failed ${f.invoice}: ${f.code}: ${f.message}`);
+  for (const m of r.mismatched) lines.push(`  ALERT total mismatch ${m} (tally invoices show ${m})`);
+  for (const s of r.skipped) lines.push(`  skipped ${s.invoice}: ${s.reason}`);
+  return lines.join("\n");
+}
+
+export function registerPushCommand(program: Command): void {
+  const push = program.command("push").description("push finalized invoices to an invoicing system");
+  push
+    .command("stripe")
+    .description(
+      "push finalized invoices to Stripe Invoicing (customers with external_ids.stripe_customer_id); resumable, never twice",
+    )
+    .option("--once", "push what is due now and exit (default: keep pushing every TALLY_CLOSE_INTERVAL_MS)")
+    .option("--invoice <id>", "push only this invoice, now, even if its last failure is backing off")
+    .option("--json", "with --once or --invoice: print the report as JSON")
+    .addHelpText("after", "\nNeeds TALLY_STRIPE_SECRET_KEY; see README 'Connect Stripe'.")
+    .action(async (opts: { once?: boolean; invoice?: string; json?: boolean }) => {
+      const config = configOrExit();
+      const log = createLogger("push", config.logLevel);
+      if (config.stripe.secretKey === undefined) {
+        process.stderr.write("TALLY_STRIPE_SECRET_KEY is not set; nothing to push to\n");
+        process.exitCode = 2;
+        return;
+      }
+      const nc = await connectNats(config, "tally-push");
+      const js = nc.jetstream();
+      const names = busNames(config.nats.prefix);
+      const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
+      await catalog.start();
+      const invoices = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas, log);
+      const pusher = (await openStripePusher({ js, invoices, catalog, config, log }))!;
+      const stop = async () => {
+        await catalog.close();
+        await nc.drain();
+      };
+      if (!opts.once && opts.invoice === undefined) {
+        let running: Promise<unknown> = Promise.resolve();
+        const tick = () => {
+          running = running
+            .then(() => pusher.pushDue())
+            .then((r) =>
+              log.info({ ...r, failed: r.failed.length, pushed: r.pushed.length }, "stripe push run"),
+            )
+            .catch((err: unknown) => log.error({ err }, "stripe push run failed; will retry"));
+        };
+        tick();
+        const timer = setInterval(tick, config.close.intervalMs);
+        onShutdown(log, async () => {
+          clearInterval(timer);
+          await running;
+          await stop();
+        });
+        return;
+      }
+      try {
+        const report = await pusher.pushDue(
+          opts.invoice !== undefined ? { only: [opts.invoice], force: true } : {},
+        );
+        process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${summary(report)}\n`);
+        if (report.failed.length > 0 || report.mismatched.length > 0) process.exitCode = 1;
+      } finally {
+        await stop();
+      }
+    });
+}
