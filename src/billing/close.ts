@@ -70,6 +70,8 @@ export interface CloseSettings {
   backfillDays: number;
   /** Drafts finalized per numbering batch. @default 1000 */
   finalizeBatch?: number;
+  /** Subscriptions whose usage is read, rated and stored together (pipelined). @default 5000 */
+  chunk?: number;
 }
 
 /** What one run of the close did. */
@@ -151,6 +153,7 @@ export async function closeDue(
   await deps.invoices.follow();
   for (let round = 0; round < 1000; round++) {
     const phases = new Phases();
+    const roundStart = performance.now();
     const watermark = await deps.watermark();
     const pending = deps.catalog.subscriptions.list().filter((sub) => !done.has(sub.key));
     const found = await pMap(
@@ -171,52 +174,85 @@ export async function closeDue(
     );
     const jobs = found.filter((j): j is Job => j !== null);
     if (jobs.length === 0) break;
-    phases.end("plan");
-    const { drafts, creditNotes } = await buildDrafts(deps, jobs, report, {}, phases);
-    phases.end("rate");
-    // A job that built nothing (an error, or an ended subscription's round without late usage)
-    // would build the same nothing next round: it is done for this run.
-    const built = new Set([...drafts, ...creditNotes].map((d) => d.subscription));
-    for (const j of jobs) if (!built.has(j.sub.key)) done.add(j.sub.key);
-    if (opts.dryRun) {
-      report.drafts.push(...drafts, ...creditNotes);
-      for (const j of jobs) done.add(j.sub.key); // later periods would need this one finalized
-      continue;
+    phases.add("plan", performance.now() - roundStart);
+    // In chunks of customers in key order: ClickHouse reads the next chunk's usage (a contiguous
+    // range of its sort key) while this process rates and stores the current one.
+    jobs.sort((a, b) => cmp(a.customer.key, b.customer.key) || cmp(a.sub.key, b.sub.key));
+    const parts: Job[][] = [];
+    const chunk = deps.settings.chunk ?? 5000;
+    for (let i = 0; i < jobs.length; i += chunk) parts.push(jobs.slice(i, i + chunk));
+    const build = (part: Job[]) => buildDrafts(deps, part, report, {}, phases);
+    let next: ReturnType<typeof build> | null = build(parts[0]!);
+    let invoices = 0;
+    let creditNoteCount = 0;
+    for (let p = 0; p < parts.length; p++) {
+      const { drafts, creditNotes } = await next!;
+      next = p + 1 < parts.length ? build(parts[p + 1]!) : null;
+      // Awaited on the next pass; if this pass fails first, its rejection must not go unhandled.
+      next?.catch(() => undefined);
+      invoices += drafts.length;
+      creditNoteCount += creditNotes.length;
+      // A job that built nothing (an error, or an ended subscription's round without late usage)
+      // would build the same nothing next round: it is done for this run.
+      const built = new Set([...drafts, ...creditNotes].map((d) => d.subscription));
+      for (const j of parts[p]!) if (!built.has(j.sub.key)) done.add(j.sub.key);
+      if (opts.dryRun) {
+        report.drafts.push(...drafts, ...creditNotes);
+        for (const j of parts[p]!) done.add(j.sub.key); // later periods would need this one finalized
+        continue;
+      }
+      // Credit notes are stored before their invoices are finalized: a finalized invoice names
+      // its credit note, which must exist then (it is finalized right after, or by the next run).
+      await phases.time("store", async () => {
+        await deps.invoices.putDrafts(creditNotes);
+        await deps.invoices.putDrafts(drafts);
+      });
+      await phases.time("finalize", async () => {
+        const batch = deps.settings.finalizeBatch ?? 1000;
+        for (let i = 0; i < drafts.length; i += batch) {
+          const finalized = await deps.invoices.finalize(
+            drafts.slice(i, i + batch).map((d) => d.id),
+            deps.settings.issuerPrefix,
+          );
+          report.finalized.push(...finalized.map((f) => f.id));
+        }
+        await finalizeCreditNotes(deps, creditNotes, report);
+      });
     }
-    // Credit notes are stored before their invoices are finalized: a finalized invoice names its
-    // credit note, which must exist then (it is finalized right after, or by the next run).
-    await deps.invoices.putDrafts(creditNotes);
-    await deps.invoices.putDrafts(drafts);
-    phases.end("store");
-    const batch = deps.settings.finalizeBatch ?? 1000;
-    for (let i = 0; i < drafts.length; i += batch) {
-      const finalized = await deps.invoices.finalize(
-        drafts.slice(i, i + batch).map((d) => d.id),
-        deps.settings.issuerPrefix,
-      );
-      report.finalized.push(...finalized.map((f) => f.id));
-    }
-    await finalizeCreditNotes(deps, creditNotes, report);
-    phases.end("finalize");
+    // Phase times are sums: the next chunk's snapshot overlaps this chunk's rating and storing.
     deps.log.info(
-      { round, invoices: drafts.length, credit_notes: creditNotes.length, ms: phases.ms },
-      "close round",
+      {
+        round,
+        invoices,
+        credit_notes: creditNoteCount,
+        ms: Math.round(performance.now() - roundStart),
+        phases_ms: phases.ms,
+      },
+      opts.dryRun ? "close dry round" : "close round",
     );
   }
   return report;
 }
 
-/** Milliseconds spent per phase of a close round, for the round's log line. */
+/** Milliseconds spent per phase of a close round (summed over chunks), for its log line. */
 class Phases {
   readonly ms: Record<string, number> = {};
-  private last = performance.now();
 
-  end(phase: string): void {
-    const now = performance.now();
-    this.ms[phase] = Math.round(now - this.last);
-    this.last = now;
+  add(phase: string, ms: number): void {
+    this.ms[phase] = Math.round((this.ms[phase] ?? 0) + ms);
+  }
+
+  async time<T>(phase: string, work: () => Promise<T>): Promise<T> {
+    const t = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.add(phase, performance.now() - t);
+    }
   }
 }
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Finalizes credit notes in their own number series, after the invoices they were issued with. */
 async function finalizeCreditNotes(deps: CloseDeps, notes: readonly Invoice[], report: CloseReport) {
@@ -557,8 +593,10 @@ async function buildDrafts(
       return null;
     }
   });
-  const snaps = await deps.snapshots.snapshot(requests);
-  phases?.end("snapshot");
+  const snaps =
+    phases === undefined
+      ? await deps.snapshots.snapshot(requests)
+      : await phases.time("snapshot", () => deps.snapshots.snapshot(requests));
   const usageOf = (indexes: Map<string, number>[]): SegmentUsage[] =>
     indexes.map((m) => new Map([...m].map(([k, i]) => [k, snaps[i]!])));
 

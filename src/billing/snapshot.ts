@@ -1,4 +1,5 @@
 import { gaugeAggregations, type Meter } from "../catalog/index.js";
+import { lit, maxInListBytes, maxInListItems } from "../clickhouse/index.js";
 import {
   emptyUsageValue,
   queryEvidence,
@@ -10,8 +11,12 @@ import {
 import type { SnapshotRequest, Snapshotter } from "./close.js";
 import type { UsageSnapshot } from "./invoice.js";
 
-/** Customers per usage query when the close asks for a subset of the customers. */
-const customersPerQuery = 500;
+/**
+ * Above this many customers in one window, one query reads every customer's events (a full scan
+ * the close needs anyway); below, queries name their customers, at most {@link maxInListItems}
+ * and {@link maxInListBytes} of them each (the server's default `max_query_size` is 256 KiB).
+ */
+const allCustomersAbove = 50_000;
 
 /** The digest of no events. */
 const emptyDigest = "0".repeat(32);
@@ -22,9 +27,10 @@ const emptyDigest = "0".repeat(32);
  * customer billed by calendar month in one zone) are answered together: every meter with an
  * aggregation computed in ClickHouse in ONE scan (`queryTotals`: the same meter translation,
  * collapse and value rules as `queryUsage`, checked against it in test/usage-totals.test.ts);
- * gauges (time-weighted, peak) through `queryUsage` + `queryEvidence` per meter. For many
- * customers one query covers all of them; for a few, batches of {@link customersPerQuery}
- * (the events' sort key starts with the customer, so such a query reads only their rows).
+ * gauges (time-weighted, peak) through `queryUsage` + `queryEvidence` per meter. For very many
+ * customers one query covers all of them; otherwise batches that name their customers (the
+ * events' sort key starts with the customer, so such a query reads only their rows; the close
+ * asks for customers in key order, so a batch is a contiguous range).
  */
 export function usageSnapshotter(deps: UsageDeps): Snapshotter {
   return {
@@ -42,8 +48,7 @@ export function usageSnapshotter(deps: UsageDeps): Snapshotter {
         const meters = new Map<string, Meter>();
         for (const i of g.at) meters.set(meterId(requests[i]!.meter), requests[i]!.meter);
         const customers = [...new Set(g.at.map((i) => requests[i]!.customer))];
-        const batches =
-          customers.length > 5 * customersPerQuery ? [undefined] : chunk(customers, customersPerQuery);
+        const batches = customers.length > allCustomersAbove ? [undefined] : inListBatches(customers);
         const sqlMeters = [...meters.values()].filter((m) => !gaugeAggregations.has(m.aggregation));
         const gauges = [...meters.values()].filter((m) => gaugeAggregations.has(m.aggregation));
         // meter id → customer → total
@@ -103,8 +108,21 @@ export function usageSnapshotter(deps: UsageDeps): Snapshotter {
 
 const meterId = (m: Meter) => `${m.key}\u0000${m.version}`;
 
-function chunk<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+/** Customers in batches that each fit one `IN (...)` list (see {@link allCustomersAbove}). */
+function inListBatches(customers: readonly string[]): string[][] {
+  const out: string[][] = [];
+  let cur: string[] = [];
+  let bytes = 0;
+  for (const c of customers) {
+    const size = Buffer.byteLength(lit(c)) + 2;
+    if (cur.length > 0 && (cur.length >= maxInListItems || bytes + size > maxInListBytes)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(c);
+    bytes += size;
+  }
+  if (cur.length > 0) out.push(cur);
   return out;
 }

@@ -23,6 +23,7 @@ export {
   usageTotalsRewriteCount,
   inLists,
   maxInListBytes,
+  maxInListItems,
 } from "./sql.js";
 export type {
   Collapse,
