@@ -320,6 +320,8 @@ interface CloseRun {
   wallS: number;
   /** The close itself, as the process logged it (`close run`); null when killed. */
   closeS: number | null;
+  /** The close's `close round` log lines: wall ms and phase ms (snapshot, rate, store, finalize). */
+  rounds: { ms: number | undefined; phases: Record<string, number> | undefined }[];
   closeCpuS: number;
   clickhouseCpuS: number;
   natsCpuS: number;
@@ -381,8 +383,12 @@ async function closeOnce(
   const logged = out
     .split("\n")
     .filter((l) => l.startsWith('{"level"'))
-    .map((l) => JSON.parse(l) as { msg?: string; ms?: number })
-    .find((l) => l.msg === "close run");
+    .map((l) => JSON.parse(l) as { msg?: string; ms?: number; phases_ms?: Record<string, number> });
+  const closeRun = logged.find((l) => l.msg === "close run");
+  // Per round: phase times summed over its chunks (the next chunk's snapshot overlaps the rest).
+  const rounds = logged
+    .filter((l) => l.msg === "close round")
+    .map((l) => ({ ms: l.ms, phases: l.phases_ms }));
   if (!killed) {
     // The report is pretty-printed JSON after any log lines (JSON, one per line).
     const report = JSON.parse(out.slice(out.indexOf("\n{\n") + 1) || "{}") as {
@@ -395,7 +401,8 @@ async function closeOnce(
   }
   return {
     wallS,
-    closeS: logged?.ms === undefined ? null : logged.ms / 1000,
+    closeS: closeRun?.ms === undefined ? null : closeRun.ms / 1000,
+    rounds,
     closeCpuS: closeCpu,
     clickhouseCpuS: (cpuSeconds(s.ch.process.pid ?? 0) ?? 0) - cpu0.ch,
     natsCpuS: (cpuSeconds(s.nats.process.pid ?? 0) ?? 0) - cpu0.nats,
