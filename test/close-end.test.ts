@@ -52,7 +52,10 @@ describe("a subscription ending mid-period", () => {
     const first = await env.closeThrough(D - DAY);
     expect(first.errors).toEqual([]);
     expect(first.finalized).toHaveLength(1);
-    const second = await env.closeThrough(D);
+    // The last invoice is due when the service ends (ended_at + grace), not at the period's end.
+    const early = await env.closeThrough(END - HOUR);
+    expect(early.finalized).toEqual([]);
+    const second = await env.closeThrough(END);
     expect(second.errors).toEqual([]);
     expect(second.finalized).toHaveLength(1);
     last = (await env.deps.invoices.get(second.finalized[0]!))!;

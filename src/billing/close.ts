@@ -132,6 +132,12 @@ interface Job {
   segments: Segment[];
   /** Earlier finalized invoices still inside the backfill horizon (late usage may have arrived). */
   earlier: Earlier[];
+  /**
+   * False when, once this period is finalized, the subscription has nothing more due in this
+   * run (its next period has not ended): the next round skips it instead of walking its chain
+   * again. Unset: look again.
+   */
+  more?: boolean;
 }
 
 /**
@@ -218,6 +224,7 @@ export async function closeDue(
         }
         await finalizeCreditNotes(deps, creditNotes, report);
       });
+      for (const j of parts[p]!) if (j.more === false) done.add(j.sub.key);
     }
     // Phase times are sums: the next chunk's snapshot overlaps this chunk's rating and storing.
     deps.log.info(
@@ -372,14 +379,18 @@ async function nextJob(
   // keeps the period it was first built for.
   const period =
     next.draft !== null ? draftPeriod(next.draft, rule, index) : periodFrom(rule, history.cursor, index);
-  if (period.to <= period.from || period.end > nowMs - graceMs) return null;
+  // Due when its service ends (the period's end, or the subscription's end inside it: a final
+  // invoice goes out after the grace period, not at the end of the month) plus the grace period.
+  if (period.to <= period.from || period.to > nowMs - graceMs) return null;
   // The cutoff is recorded with the first draft: re-running the close reads the same events.
-  const cutoffMs = next.draft !== null ? Date.parse(next.draft.cutoff) : period.end + graceMs;
+  const cutoffMs = next.draft !== null ? Date.parse(next.draft.cutoff) : period.to + graceMs;
   if (watermark < cutoffMs) {
     report.waiting.push({ subscription: sub.key, period_start: iso(period.start), cutoff: iso(cutoffMs) });
     return null;
   }
   const planOf = (key: string) => catalog.plans.get(key);
+  const ended = rule.endMs !== undefined && period.to >= rule.endMs;
+  const following = ended ? null : periodFrom(rule, period.to, index + 1);
   return {
     sub,
     customer,
@@ -388,6 +399,8 @@ async function nextJob(
     cutoffMs,
     segments: segmentsOf(sub, period, planOf),
     earlier: await earlierOf(deps, history, cutoffMs),
+    // An ended subscription may still owe a true-up-only round: looked at again.
+    more: following === null || following.to <= nowMs - graceMs,
   };
 }
 
