@@ -379,4 +379,34 @@ describe("stripe push of credit notes", () => {
       stripeCreditNotesOf(cn.id)[0]!.id,
     );
   });
+
+  it("a credit note recorded 'skipped' by the earlier push (credit notes not pushed yet) is pushed now", async () => {
+    await customer("cn-legacy");
+    const inv = await invoice("cn-legacy", [2500]);
+    await pusher().pushDue({ only: [inv.id] });
+    const cn = await creditNote("cn-legacy", [[inv, -300]]);
+    const at = new Date().toISOString();
+    await store.update(cn.id, () => ({
+      invoice: cn.id,
+      number: cn.number,
+      customer: cn.customer,
+      stripe_customer: null,
+      currency: cn.currency,
+      expected_total: cn.total,
+      collection: null,
+      step: "none",
+      status: "skipped",
+      parts: [],
+      attempts: 0,
+      last_error: null,
+      next_attempt_at: null,
+      skip_reason: "credit notes are not pushed to Stripe yet",
+      created_at: at,
+      updated_at: at,
+      pushed_at: null,
+    }));
+    const report = await pusher().pushDue({ only: [cn.id] });
+    expect(report.pushed).toEqual([cn.id]);
+    expect(stripeCreditNotesOf(cn.id).map((c) => c.amount)).toEqual([300]);
+  });
 });
