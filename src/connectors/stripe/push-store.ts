@@ -11,6 +11,8 @@ export type PushStep = "none" | "created" | "lines_added" | "finalized" | "verif
  * - `push_failed`: the last attempt failed (see `last_error`); retried after `next_attempt_at`;
  * - `mismatch`: pushed, but Stripe's total differs from Tally's: an alert, never retried
  *   automatically (a person must look: someone edited the Stripe draft, or a currency's minor unit differs);
+ *   `pending` with `last_error.code` `waiting_for_credited_invoice`: a credit note whose credited
+ *   invoice is not pushed yet; every run looks again;
  * - `skipped`: deliberately not pushed (`skip_reason`), e.g. an invoice without lines.
  */
 export type PushStatus = "pending" | "pushed" | "push_failed" | "mismatch" | "skipped";
@@ -28,6 +30,28 @@ export interface PushPart {
   stripe_number: string | null;
   stripe_total: number | null;
   expected_total: number;
+}
+
+/**
+ * One Stripe credit note of a Tally credit note (see credit-notes.ts for how they are split): planned
+ * once, from the credited invoices' Stripe invoices as they stood, and kept in the record so every
+ * retry sends the same parameters under the same key.
+ */
+export interface CreditNotePush {
+  /** 1-based; the idempotency key is `tally:<credit note>:credit_note:<k>`. */
+  k: number;
+  /** The credited Tally invoice and which of its Stripe parts. */
+  invoice: string;
+  part: number;
+  stripe_invoice: string;
+  /** Positive, minor units: what this Stripe credit note credits. */
+  amount: number;
+  /** The part of `amount` beyond the Stripe invoice's `amount_remaining`: to the customer's balance. */
+  credit_amount: number;
+  /** Tally lines (a line split across parts appears on each, with its share). */
+  lines: { line: number; amount: number; description: string }[];
+  stripe_credit_note: string | null;
+  stripe_total: number | null;
 }
 
 /** The push record of one Tally invoice (`push.<invoice id>`); the invoice itself is never changed. */
@@ -50,6 +74,10 @@ export interface StripePush {
   created_at: string;
   updated_at: string;
   pushed_at: string | null;
+  /** Absent on invoices; `credit_note` for Tally credit notes. */
+  kind?: "invoice" | "credit_note";
+  /** Credit notes: the Stripe credit notes, once planned (`parts` stays empty). */
+  credit_notes?: CreditNotePush[];
 }
 
 /** Payment state of one Stripe invoice as its webhooks said, newest meaningful event winning. */

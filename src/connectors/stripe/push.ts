@@ -16,7 +16,14 @@ import {
   type PartPlan,
   type PushPlan,
 } from "./plan.js";
-import type { PushPart, PushStore, StripePush } from "./push-store.js";
+import {
+  CreditPlanError,
+  creditNoteKey,
+  creditNoteParams,
+  planCreditNote,
+  type PartRoom,
+} from "./credit-notes.js";
+import type { CreditNotePush, PushPart, PushStore, StripePush } from "./push-store.js";
 
 /**
  * Stripe may prune an idempotency key once it is 24 h old (https://docs.stripe.com/idempotency).
@@ -26,6 +33,9 @@ import type { PushPart, PushStore, StripePush } from "./push-store.js";
  * consistent within a minute, https://docs.stripe.com/search). An hour of margin for clock skew.
  */
 const searchAfterMs = 23 * 3_600_000;
+
+/** `last_error.code` of a credit note waiting for a credited invoice to be pushed (status `pending`). */
+const waitingCode = "waiting_for_credited_invoice";
 
 export interface PushDeps {
   invoices: InvoiceStore;
@@ -46,6 +56,8 @@ export interface PushReport {
   skipped: { invoice: string; reason: string }[];
   /** Failed earlier and not due for another attempt yet. */
   backingOff: number;
+  /** Credit notes waiting for a credited invoice to be pushed (looked at again on every run). */
+  waiting: string[];
 }
 
 /** A per-invoice failure with a stable code (shown as `last_error.code`). */
@@ -105,44 +117,59 @@ export class StripePusher {
       }
     }
     const records = new Map((await this.deps.store.all()).map((r) => [r.invoice, r]));
-    const report: PushReport = { pushed: [], failed: [], mismatched: [], skipped: [], backingOff: 0 };
+    const report: PushReport = {
+      pushed: [],
+      failed: [],
+      mismatched: [],
+      skipped: [],
+      backingOff: 0,
+      waiting: [],
+    };
     const due = ids.filter((id) => {
       const r = records.get(id);
-      if (r === undefined || r.status === "pending") return true;
+      if (r === undefined || r.status === "pending" || legacyCreditSkip(r)) return true;
       if (r.status !== "push_failed") return false;
       if (opts.force || r.next_attempt_at === null || Date.parse(r.next_attempt_at) <= this.now())
         return true;
       report.backingOff++;
       return false;
     });
+    const one = async (id: string) => {
+      const r = await this.pushOne(id);
+      if (r === null) return;
+      switch (r.status) {
+        case "pushed":
+          report.pushed.push(id);
+          break;
+        case "push_failed":
+          report.failed.push({
+            invoice: id,
+            code: r.last_error?.code ?? "unknown",
+            message: r.last_error?.message ?? "",
+          });
+          break;
+        case "mismatch":
+          report.mismatched.push(id);
+          break;
+        case "skipped":
+          report.skipped.push({ invoice: id, reason: r.skip_reason ?? "" });
+          break;
+        case "pending":
+          if (r.last_error?.code === waitingCode) report.waiting.push(id);
+          break;
+      }
+    };
+    // Invoices first, then credit notes (ids from creditNoteId: `cn_…`), so a credit note and the
+    // invoice it credits, finalized in the same round, go out in one run. Credit notes one at a
+    // time: each is planned from what its Stripe invoices can still take, which another credit
+    // note on the same invoice changes.
+    const isCredit = (id: string) => id.startsWith("cn_");
     await pMap(
-      due,
-      async (id) => {
-        const r = await this.pushOne(id);
-        if (r === null) return;
-        switch (r.status) {
-          case "pushed":
-            report.pushed.push(id);
-            break;
-          case "push_failed":
-            report.failed.push({
-              invoice: id,
-              code: r.last_error?.code ?? "unknown",
-              message: r.last_error?.message ?? "",
-            });
-            break;
-          case "mismatch":
-            report.mismatched.push(id);
-            break;
-          case "skipped":
-            report.skipped.push({ invoice: id, reason: r.skip_reason ?? "" });
-            break;
-          case "pending":
-            break;
-        }
-      },
+      due.filter((id) => !isCredit(id)),
+      one,
       { concurrency: this.deps.config.concurrency },
     );
+    for (const id of due.filter(isCredit)) await one(id);
     return report;
   }
 
@@ -151,12 +178,20 @@ export class StripePusher {
     const inv = await this.deps.invoices.get(id);
     if (inv === null || inv.status !== "finalized") return null;
     const existing = await this.deps.store.get(id);
-    if (existing !== null && ["pushed", "mismatch", "skipped"].includes(existing.status)) return existing;
+    if (
+      existing !== null &&
+      ["pushed", "mismatch", "skipped"].includes(existing.status) &&
+      !legacyCreditSkip(existing)
+    )
+      return existing;
     const started = performance.now();
     try {
       return await this.push(inv, existing);
     } catch (err: unknown) {
-      const code = err instanceof PushError || err instanceof StripeCallError ? err.code : "internal";
+      const code =
+        err instanceof PushError || err instanceof StripeCallError || err instanceof CreditPlanError
+          ? err.code
+          : "internal";
       const message = err instanceof Error ? err.message : String(err);
       this.deps.log.warn({ invoice: id, code, err: message }, "stripe push failed; will retry");
       pushOutcomes.inc({ outcome: "push_failed" });
@@ -234,7 +269,7 @@ export class StripePusher {
   private async push(inv: Invoice, existing: StripePush | null): Promise<StripePush> {
     const { config, catalog, store, log } = this.deps;
     const kind = (inv as { kind?: string }).kind;
-    if (kind === "credit_note") return this.skip(inv, "credit notes are not pushed to Stripe yet");
+    if (kind === "credit_note") return this.pushCredit(inv, existing);
     if (inv.lines.length === 0) return this.skip(inv, "the invoice has no lines");
 
     const customer = catalog.customers.get(inv.customer);
@@ -498,6 +533,173 @@ export class StripePusher {
     return rec;
   }
 
+  /**
+   * Pushes a Tally credit note as Stripe credit notes on the Stripe invoices of the invoices it
+   * credits (the split rule is in credit-notes.ts). Never before those invoices: while one of them
+   * is not pushed, the record stays `pending` with `last_error.code` = `waiting_for_credited_invoice`
+   * and the next run looks again. The split is planned once, from what the Stripe invoices can
+   * still take, and recorded before the first create, so a retry sends the same parameters under
+   * the same key. A resumed credit note first lists its Stripe invoice's credit notes (read-after-
+   * write consistent) for one carrying its metadata, so recovery never depends on Stripe still
+   * remembering a key.
+   */
+  private async pushCredit(cn: Invoice, existing: StripePush | null): Promise<StripePush> {
+    const { store, log } = this.deps;
+    const at = () => new Date(this.now()).toISOString();
+    let planned = existing?.credit_notes;
+    if (planned === undefined) {
+      const targets = [
+        ...new Set([...(cn.credits ?? []), ...cn.lines.flatMap((l) => l.true_up?.invoice ?? [])]),
+      ];
+      const records: StripePush[] = [];
+      for (const t of targets) {
+        const r = await store.get(t);
+        if (r !== null && (r.status === "mismatch" || r.status === "skipped")) {
+          throw new PushError(
+            `credited_invoice_${r.status}`,
+            `credited invoice ${t} is ${r.status} in Stripe (${r.last_error?.message ?? r.skip_reason ?? ""}); resolve it and the push retries`,
+          );
+        }
+        if (r === null || r.status !== "pushed") {
+          const message = `waiting for credited invoice ${t} to be pushed to Stripe (it is ${r?.status ?? "not pushed yet"})`;
+          log.info({ credit_note: cn.id, invoice: t }, "credit note waits for its invoice");
+          return (await store.update(cn.id, (cur) => ({
+            ...(cur ?? this.initial(cn, null, null, null)),
+            kind: "credit_note",
+            status: "pending",
+            last_error: { code: waitingCode, message, at: at() },
+            next_attempt_at: null,
+            updated_at: at(),
+          })))!;
+        }
+        records.push(r);
+      }
+      const rooms: PartRoom[] = [];
+      for (const r of records) {
+        for (const p of r.parts) {
+          const id = p.stripe_invoice!;
+          const s = await this.call("retrieve invoice", () => this.deps.client.stripe.invoices.retrieve(id));
+          if (s.status === "draft") {
+            throw new PushError(
+              "credited_invoice_not_finalized_in_stripe",
+              `Stripe invoice ${id} of ${r.invoice} is a draft; Stripe credits only finalized invoices (TALLY_STRIPE_FINALIZE)`,
+            );
+          }
+          const open = s.status === "open" || s.status === "uncollectible";
+          rooms.push({
+            invoice: r.invoice,
+            part: p.part,
+            stripe_invoice: id,
+            pre: open ? s.amount_remaining : 0,
+            post: s.status === "void" ? 0 : s.amount_paid - s.post_payment_credit_notes_amount,
+          });
+        }
+      }
+      const plan = planCreditNote(cn, rooms);
+      const planTotal = plan.reduce((a, p) => a + p.amount, 0);
+      if (planTotal !== -cn.total) {
+        throw new PushError(
+          "credit_note_lines_total",
+          `the lines of ${cn.id} sum to ${-planTotal}, its total is ${cn.total}`,
+        );
+      }
+      const stripeCustomer = records[0]?.stripe_customer ?? null;
+      // The first plan recorded wins (another pusher may have planned meanwhile).
+      const rec = (await store.update(cn.id, (cur) => {
+        const base = cur ?? this.initial(cn, stripeCustomer, null, null);
+        if (base.credit_notes !== undefined) return null;
+        return {
+          ...base,
+          kind: "credit_note",
+          stripe_customer: stripeCustomer,
+          credit_notes: plan,
+          updated_at: at(),
+        };
+      }))!;
+      planned = rec.credit_notes!;
+    }
+    let rec = (await store.update(cn.id, (cur) => ({
+      ...cur!,
+      status: "pending",
+      attempts: cur!.attempts + 1,
+      last_error: cur!.last_error?.code === waitingCode ? null : cur!.last_error,
+      updated_at: at(),
+    })))!;
+    const resumed = existing?.credit_notes !== undefined;
+    const n = planned.length;
+    for (const p of planned) {
+      if (rec.credit_notes!.find((x) => x.k === p.k)!.stripe_credit_note !== null) continue;
+      let made: Stripe.CreditNote | undefined = resumed ? await this.findCreditNote(cn, p) : undefined;
+      if (made === undefined) {
+        made = await this.call(`create credit note ${p.k}`, () =>
+          this.deps.client.stripe.creditNotes.create(creditNoteParams(cn, p, n), {
+            idempotencyKey: creditNoteKey(cn.id, p.k),
+          }),
+        );
+        this.crash(`credit_note:${p.k}`);
+      }
+      const got = made;
+      rec = await this.record(cn.id, (r) => ({
+        ...r,
+        step: "created",
+        credit_notes: r.credit_notes!.map((x) =>
+          x.k === p.k ? { ...x, stripe_credit_note: got.id, stripe_total: got.total } : x,
+        ),
+      }));
+      log.info(
+        { credit_note: cn.id, k: p.k, stripe_invoice: p.stripe_invoice, stripe_credit_note: got.id },
+        "stripe credit note created",
+      );
+    }
+    const sum = rec.credit_notes!.reduce((a, x) => a + (x.stripe_total ?? 0), 0);
+    const ok = sum === -cn.total;
+    rec = await this.record(cn.id, (r) => ({
+      ...r,
+      step: ok ? "verified" : "created",
+      status: ok ? "pushed" : "mismatch",
+      last_error: ok
+        ? null
+        : {
+            code: "total_mismatch",
+            message: `Stripe credit notes total ${sum} (${r.credit_notes!.map((x) => x.stripe_total).join(", ")}) differs from Tally's ${-cn.total}`,
+            at: at(),
+          },
+      next_attempt_at: null,
+      pushed_at: ok ? at() : r.pushed_at,
+    }));
+    pushOutcomes.inc({ outcome: ok ? "pushed" : "mismatch" });
+    if (ok) log.info({ credit_note: cn.id, total: sum, stripe: n }, "credit note pushed to stripe");
+    else
+      log.error(
+        { credit_note: cn.id, tally_total: cn.total, stripe_total: sum },
+        "ALERT: stripe credit notes total differs from tally's",
+      );
+    return rec;
+  }
+
+  /** A Stripe credit note already made for planned note `p` (after a crash before it was recorded). */
+  private async findCreditNote(cn: Invoice, p: CreditNotePush): Promise<Stripe.CreditNote | undefined> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.call("list credit notes", () =>
+        this.deps.client.stripe.creditNotes.list({
+          invoice: p.stripe_invoice,
+          limit: 100,
+          ...(after !== undefined ? { starting_after: after } : {}),
+        }),
+      );
+      const hit = page.data.find(
+        (c) =>
+          c.status !== "void" &&
+          c.metadata?.tally_credit_note === cn.id &&
+          c.metadata?.tally_part === String(p.k),
+      );
+      if (hit !== undefined) return hit;
+      if (!page.has_more || page.data.length === 0) return undefined;
+      after = page.data.at(-1)!.id;
+    }
+  }
+
   private async skip(inv: Invoice, reason: string): Promise<StripePush> {
     pushOutcomes.inc({ outcome: "skipped" });
     this.deps.log.info({ invoice: inv.id, reason }, "invoice not pushed to stripe");
@@ -532,6 +734,14 @@ export class StripePusher {
   private isOld(inv: Invoice): boolean {
     return inv.finalized_at !== null && this.now() - Date.parse(inv.finalized_at) >= searchAfterMs;
   }
+}
+
+/**
+ * Credit notes finalized before this connector pushed them were recorded `skipped` with this
+ * reason; they are pushed now like any credit note.
+ */
+function legacyCreditSkip(r: StripePush): boolean {
+  return r.status === "skipped" && r.skip_reason === "credit notes are not pushed to Stripe yet";
 }
 
 /** The step all parts have reached. */
