@@ -1,25 +1,15 @@
-import type { NatsConnection } from "nats";
-import Stripe from "stripe";
+import type Stripe from "stripe";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import {
-  creditNoteId,
-  invoiceId,
-  InvoiceStore,
-  type Invoice,
-  type InvoiceLine,
-} from "../src/billing/index.js";
-import { busNames } from "../src/bus/index.js";
-import { CatalogStore, customerSchema } from "../src/catalog/index.js";
+import type { InvoiceStore } from "../src/billing/index.js";
+import { creditNoteId, invoiceId, type Invoice, type InvoiceLine } from "../src/billing/index.js";
+import type { CatalogStore } from "../src/catalog/index.js";
+import { customerSchema } from "../src/catalog/index.js";
 import type { Config } from "../src/config/index.js";
-import {
-  createStripeClient,
-  PushStore,
-  StripePusher,
-  type PushDeps,
-} from "../src/connectors/stripe/index.js";
-import { connectNats } from "../src/runtime/connect.js";
-import { eventually, guid, log, testConfig } from "./helpers.js";
-import { startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
+import type { PushStore, StripePusher } from "../src/connectors/stripe/index.js";
+import type { PushDeps } from "../src/connectors/stripe/index.js";
+import { eventually, guid } from "./helpers.js";
+import type { StripeTestServer } from "./stripe-server/index.js";
+import { startPushEnv, type PushEnv } from "./stripe-push-setup.js";
 
 /**
  * Tally credit notes pushed as Stripe credit notes, against real NATS and the local Stripe test
@@ -28,8 +18,6 @@ import { startStripeServer, type StripeTestServer } from "./stripe-server/index.
  */
 const KEY = "sk_test_tally_credit";
 let srv: StripeTestServer;
-let config: Config;
-let nc: NatsConnection;
 let invoices: InvoiceStore;
 let catalog: CatalogStore;
 let store: PushStore;
@@ -138,16 +126,7 @@ async function customer(key: string): Promise<string> {
 }
 
 function pusher(overrides: Partial<Config["stripe"]> = {}, extra: Partial<PushDeps> = {}): StripePusher {
-  const stripeConfig = { ...config.stripe, ...overrides };
-  return new StripePusher({
-    invoices,
-    catalog,
-    store,
-    client: createStripeClient(stripeConfig),
-    config: stripeConfig,
-    log,
-    ...extra,
-  });
+  return env.pusher(overrides, extra);
 }
 
 /** The Stripe credit notes (server state) of a Tally credit note, in creation order. */
@@ -160,26 +139,13 @@ async function stripeIdsOf(id: string): Promise<string[]> {
   return (await store.get(id))!.parts.map((p) => p.stripe_invoice!);
 }
 
+let env: PushEnv;
 beforeAll(async () => {
-  srv = await startStripeServer({ port: 0 });
-  config = testConfig({
-    TALLY_STRIPE_SECRET_KEY: KEY,
-    TALLY_STRIPE_API_BASE: srv.url,
-    TALLY_STRIPE_MAX_RPS: "100",
-  });
-  nc = await connectNats(config, "stripe-push-credit-test");
-  const js = nc.jetstream();
-  const names = busNames(config.nats.prefix);
-  invoices = await InvoiceStore.open(js, names.invoicesBucket, 1, log);
-  catalog = await CatalogStore.open(js, names.catalogBucket, 1, log);
-  await catalog.start();
-  store = await PushStore.open(js, names.pushBucket, 1);
-  sdk = new Stripe(KEY, { host: srv.host, port: srv.port, protocol: "http" });
+  env = await startPushEnv("stripe-push-credit-test", KEY);
+  ({ srv, invoices, catalog, store, sdk } = env);
 });
 afterAll(async () => {
-  await catalog?.close();
-  await nc?.drain();
-  await srv?.stop();
+  await env?.stop();
 });
 beforeEach(() => {
   srv.faults.clear();

@@ -1,21 +1,16 @@
 import { spawn } from "node:child_process";
-import type { NatsConnection } from "nats";
-import Stripe from "stripe";
+import type Stripe from "stripe";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { invoiceId, InvoiceStore, type Invoice, type InvoiceLine } from "../src/billing/index.js";
-import { busNames } from "../src/bus/index.js";
-import { CatalogStore, customerSchema } from "../src/catalog/index.js";
+import type { InvoiceStore } from "../src/billing/index.js";
+import { invoiceId, type Invoice, type InvoiceLine } from "../src/billing/index.js";
+import type { CatalogStore } from "../src/catalog/index.js";
+import { customerSchema } from "../src/catalog/index.js";
 import type { Config } from "../src/config/index.js";
-import {
-  createStripeClient,
-  PushStore,
-  RateLimiter,
-  StripePusher,
-  type PushDeps,
-} from "../src/connectors/stripe/index.js";
-import { connectNats } from "../src/runtime/connect.js";
-import { childEnv, eventually, guid, log, testConfig } from "./helpers.js";
-import { startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
+import type { PushStore, StripePusher } from "../src/connectors/stripe/index.js";
+import { RateLimiter, type PushDeps } from "../src/connectors/stripe/index.js";
+import { childEnv, eventually, guid } from "./helpers.js";
+import type { StripeTestServer } from "./stripe-server/index.js";
+import { startPushEnv, type PushEnv } from "./stripe-push-setup.js";
 
 /**
  * The Stripe push against real NATS (invoice, catalog and push buckets) and the local Stripe test
@@ -26,7 +21,6 @@ import { startStripeServer, type StripeTestServer } from "./stripe-server/index.
 const KEY = "sk_test_tally_push";
 let srv: StripeTestServer;
 let config: Config;
-let nc: NatsConnection;
 let invoices: InvoiceStore;
 let catalog: CatalogStore;
 let store: PushStore;
@@ -122,16 +116,7 @@ async function customer(
 }
 
 function pusher(overrides: Partial<Config["stripe"]> = {}, extra: Partial<PushDeps> = {}): StripePusher {
-  const stripeConfig = { ...config.stripe, ...overrides };
-  return new StripePusher({
-    invoices,
-    catalog,
-    store,
-    client: createStripeClient(stripeConfig),
-    config: stripeConfig,
-    log,
-    ...extra,
-  });
+  return env.pusher(overrides, extra);
 }
 
 /** Runs the real CLI (dist) against this test's NATS. */
@@ -168,26 +153,13 @@ function expectExactLines(inv: Invoice) {
   }
 }
 
+let env: PushEnv;
 beforeAll(async () => {
-  srv = await startStripeServer({ port: 0 });
-  config = testConfig({
-    TALLY_STRIPE_SECRET_KEY: KEY,
-    TALLY_STRIPE_API_BASE: srv.url,
-    TALLY_STRIPE_MAX_RPS: "100",
-  });
-  nc = await connectNats(config, "stripe-push-test");
-  const js = nc.jetstream();
-  const names = busNames(config.nats.prefix);
-  invoices = await InvoiceStore.open(js, names.invoicesBucket, 1, log);
-  catalog = await CatalogStore.open(js, names.catalogBucket, 1, log);
-  await catalog.start();
-  store = await PushStore.open(js, names.pushBucket, 1);
-  sdk = new Stripe(KEY, { host: srv.host, port: srv.port, protocol: "http" });
+  env = await startPushEnv("stripe-push-test", KEY);
+  ({ srv, config, invoices, catalog, store, sdk } = env);
 });
 afterAll(async () => {
-  await catalog?.close();
-  await nc?.drain();
-  await srv?.stop();
+  await env?.stop();
 });
 beforeEach(() => {
   srv.faults.clear();
