@@ -11,6 +11,7 @@ import {
   usageGaugeBuckets,
   usageGaugeCarryIn,
   usageGaugePoints,
+  usageTotals,
   type ClickHouseClient,
   type EventFilter,
   type SqlAggregation,
@@ -774,6 +775,30 @@ describe("usage queries (happy)", () => {
     const dupCount = spec({ customer: "dup", valueProperty: undefined, numeric: false });
     for (const rows of await eachEngine(usageAggregate(db, dupCount, "count", 10, { kind: "recorded" }))) {
       expect(rows.map((r) => r.value)).toEqual(["1"]);
+    }
+  });
+
+  it("usageTotals (the close's one-pass totals of several meters) answers the same on both engines, for each collapse", async () => {
+    const base = spec({});
+    const items = aggregations.map((agg, i) => {
+      const filters = filterSets[i % filterSets.length]!;
+      return agg === "count"
+        ? { spec: { ...base, valueProperty: undefined, numeric: false, filters }, agg }
+        : { spec: { ...base, numeric: decimalAggs.has(agg), filters }, agg };
+    });
+    const normalize = (rows: Row[]) =>
+      sortRows(
+        rows.map((r) => {
+          const o: Row = { ...r };
+          items.forEach((item, i) => {
+            if (decimalAggs.has(item.agg)) o[`v${i}`] = exact(o[`v${i}`]);
+          });
+          return o;
+        }),
+      );
+    for (const collapse of [{ kind: "all" }, { kind: "recorded" }, { kind: "none" }] as const) {
+      const rows = await expectSame<Row>(usageTotals(db, items, collapse), normalize);
+      expect(rows.length).toBeGreaterThan(0);
     }
   });
 
