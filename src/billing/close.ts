@@ -138,6 +138,8 @@ interface Job {
    * again. Unset: look again.
    */
   more?: boolean;
+  /** Where the chain ends once this job's invoice is finalized (see `chainHeads`). */
+  head?: ChainHead;
 }
 
 /**
@@ -224,7 +226,12 @@ export async function closeDue(
         }
         await finalizeCreditNotes(deps, creditNotes, report);
       });
-      for (const j of parts[p]!) if (j.more === false) done.add(j.sub.key);
+      const finalizedNow = new Set(report.finalized);
+      const known = chainHeads(deps.invoices);
+      for (const j of parts[p]!) {
+        if (j.more === false) done.add(j.sub.key);
+        if (j.head !== undefined && finalizedNow.has(j.id)) known.set(j.sub.key, j.head);
+      }
     }
     // Phase times are sums: the next chunk's snapshot overlaps this chunk's rating and storing.
     deps.log.info(
@@ -339,6 +346,24 @@ async function followChain(
 }
 
 /**
+ * Per invoice store (one per close process): where each subscription's chain of invoices ended
+ * when it was last walked, and under which subscription, customer and plan versions.
+ */
+const headsByStore = new WeakMap<InvoiceStore, Map<string, ChainHead>>();
+
+interface ChainHead {
+  versions: string;
+  cursor: number;
+  index: number;
+}
+
+function chainHeads(store: InvoiceStore): Map<string, ChainHead> {
+  let m = headsByStore.get(store);
+  if (m === undefined) headsByStore.set(store, (m = new Map<string, ChainHead>()));
+  return m;
+}
+
+/**
  * The period a stored draft bills: the one recorded when it was first built (a time zone change
  * since then does not move it), ending where the subscription now ends if that is earlier.
  */
@@ -369,7 +394,19 @@ async function nextJob(
   if (plan === undefined) throw new Error(`plan ${sub.plan} is not in the catalog`);
   const graceMs = plan.grace_period !== undefined ? parseDuration(plan.grace_period) : deps.settings.graceMs;
   const rule = periodRule(sub, customer, plan);
+  // Where the chain ended when this process last walked it, under the same catalog versions (so
+  // the same rule): invoices only add to a chain, so if the period after that point is not due,
+  // the period after the real end is not either, and the walk (a read per past invoice) is saved.
+  // (A chain that reached the subscription's end is always walked: true-up-only rounds follow.)
+  const known = chainHeads(deps.invoices);
+  const versions = `${sub.version}\u0000${customer.version}\u0000${plan.version}`;
+  const head = known.get(sub.key);
+  if (head !== undefined && head.versions === versions) {
+    const after = periodFrom(rule, head.cursor, head.index);
+    if (after.to > after.from && after.to > nowMs - graceMs) return null;
+  }
   const { history, next } = await followChain(deps, sub, rule, report, dryRun);
+  known.set(sub.key, { versions, cursor: history.cursor, index: history.invoices.length });
   if (next === null) {
     const at = { nowMs, graceMs, watermark };
     return adjustmentJob(deps, sub, customer, rule, history, at, report, dryRun);
@@ -401,6 +438,7 @@ async function nextJob(
     earlier: await earlierOf(deps, history, cutoffMs),
     // An ended subscription may still owe a true-up-only round: looked at again.
     more: following === null || following.to <= nowMs - graceMs,
+    head: { versions, cursor: period.to, index: index + 1 },
   };
 }
 
