@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { closeDue, type Invoice } from "../src/billing/index.js";
-import { eventually } from "./helpers.js";
+import { eventually, get } from "./helpers.js";
 import { DAY, HOUR, iso, startCloseEnv, today, type CloseEnv } from "./close-setup.js";
 
 /*
@@ -183,6 +183,25 @@ describe("credit notes for negative true-ups", () => {
     expect(await env.deps.invoices.get(acmeP1.id)).toEqual(acmeP1);
     expect((await closeDue(env.deps, Date.now())).finalized).toEqual([]);
     expect(await env.deps.invoices.get(note.id)).toEqual(note);
+
+    // Credit notes are documents of the invoice API too: readable by id, listed apart by kind.
+    const byId = await get(env.edge, `/v1/invoices/${note.id}`);
+    expect(byId.status).toBe(200);
+    expect(byId.body).toMatchObject({
+      id: note.id,
+      kind: "credit_note",
+      number: note.number,
+      total: note.total,
+    });
+    const ids = (rows: { id: string }[]) => rows.map((r) => r.id).sort();
+    await expect
+      .poll(async () => ids((await get(env.edge, "/v1/invoices?kind=credit_note")).body.data))
+      .toEqual([note.id, gamma[1]!.id].sort());
+    const listed = (await get(env.edge, "/v1/invoices?kind=invoice&limit=100")).body.data as {
+      kind: string;
+    }[];
+    expect(listed.length).toBeGreaterThan(0);
+    expect(listed.every((d) => d.kind === "invoice")).toBe(true);
   });
 
   it("trues up again from what was billed and credited", async () => {

@@ -2,7 +2,7 @@ export { billingStart, closeDue, periodRule, upcomingInvoice } from "./close.js"
 export type { CloseDeps, CloseReport, CloseSettings, SnapshotRequest, Snapshotter } from "./close.js";
 export { formatNumber, InvoiceIndex, invoiceId, InvoiceStore } from "./invoice-store.js";
 export type { InvoiceFilter, InvoiceSummary } from "./invoice-store.js";
-export { adjustmentId, creditNoteId, creditNotePrefix } from "./invoice.js";
+export { adjustmentId, creditNoteId, creditNotePrefix, isDocumentId } from "./invoice.js";
 export type { DocumentKind, Invoice, InvoiceLine, InvoiceStatus, UsageSnapshot } from "./invoice.js";
 export { LeaderLease } from "./leader.js";
 export { boundary, endedPeriods, periodAt, periodFrom } from "./periods.js";

@@ -3,7 +3,7 @@ import type { JetStreamClient, KV, KvEntry } from "nats";
 import pMap from "p-map";
 import { loadedWithin, watchLoadTimeoutMs } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
-import type { Invoice } from "./invoice.js";
+import type { DocumentKind, Invoice } from "./invoice.js";
 
 /** The id of the invoice of one subscription period: the same on every run of the close. */
 export function invoiceId(subscription: string, periodStart: string): string {
@@ -356,6 +356,8 @@ export class InvoiceStore {
 /** What listings show of an invoice. */
 export interface InvoiceSummary {
   id: string;
+  /** `invoice` or `credit_note` (summaries written before credit notes existed have none: invoices). */
+  kind?: DocumentKind;
   number: string | null;
   status: Invoice["status"];
   customer: string;
@@ -370,6 +372,7 @@ export interface InvoiceSummary {
 function summaryOf(inv: Invoice): InvoiceSummary {
   return {
     id: inv.id,
+    kind: inv.kind ?? "invoice",
     number: inv.number,
     status: inv.status,
     customer: inv.customer,
@@ -385,6 +388,7 @@ function summaryOf(inv: Invoice): InvoiceSummary {
 /** Filters of {@link InvoiceIndex.list}. */
 export interface InvoiceFilter {
   customer?: string | undefined;
+  kind?: DocumentKind | undefined;
   status?: Invoice["status"] | undefined;
   /** Only invoices whose period starts at this instant (ISO). */
   periodStart?: string | undefined;
@@ -423,6 +427,7 @@ export class InvoiceIndex {
     const match = [...this.byId.values()].filter(
       (s) =>
         (filter.customer === undefined || s.customer === filter.customer) &&
+        (filter.kind === undefined || (s.kind ?? "invoice") === filter.kind) &&
         (filter.status === undefined || s.status === filter.status) &&
         (filter.periodStart === undefined || Date.parse(s.period_start) === Date.parse(filter.periodStart)),
     );

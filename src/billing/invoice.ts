@@ -57,6 +57,11 @@ export function adjustmentId(subscription: string, roundStart: string): string {
 }
 
 /** The id of the credit note issued with invoice `invoiceId` (one at most per invoice or round). */
+/** True for an id the close gives a document (`inv_…` invoices, `cn_…` credit notes). */
+export function isDocumentId(id: string): boolean {
+  return /^(inv|cn)_[0-9a-f]{24}$/.test(id);
+}
+
 export function creditNoteId(invoiceId: string): string {
   return `cn_${createHash("sha256").update(`credit_note\u0000${invoiceId}`).digest("hex").slice(0, 24)}`;
 }

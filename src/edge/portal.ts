@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Context, Hono } from "hono";
 import { DateTime } from "luxon";
 import type { PortalGrant } from "../auth/index.js";
+import { isDocumentId } from "../billing/index.js";
 import type { Meter } from "../catalog/index.js";
 import {
   isValidZone,
@@ -395,7 +396,7 @@ ${estimates === null && invoices.total === 0 ? "" : renderInvoices(invoices, bil
     const grant = tokenOf(c, deps);
     if (grant === null) throw new ApiError("unauthorized", "invalid or expired portal token");
     const id = c.req.param("id");
-    const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await deps.invoices.store.get(id) : null;
+    const inv = isDocumentId(id) ? await deps.invoices.store.get(id) : null;
     if (inv === null || inv.customer !== grant.customer || inv.status !== "finalized")
       throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
     return c.json(inv);

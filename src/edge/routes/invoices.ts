@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { z } from "zod";
-import { upcomingInvoice, type InvoiceIndex, type InvoiceStore } from "../../billing/index.js";
+import { isDocumentId, upcomingInvoice, type InvoiceIndex, type InvoiceStore } from "../../billing/index.js";
 import type { PushStore } from "../../connectors/stripe/index.js";
 import { ApiError } from "../../lib/errors.js";
 import { listEvidence, queryEvidence } from "../../usage/index.js";
@@ -55,6 +55,7 @@ const listQuery = z
   .object({
     customer: z.string().min(1).max(256).optional(),
     status: z.enum(["draft", "finalized"]).optional(),
+    kind: z.enum(["invoice", "credit_note"]).optional(),
     period_start: timeParam.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
     cursor: z.string().max(2000).optional(),
@@ -78,6 +79,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
     const page = invoices.index.list(
       {
         customer: q.customer,
+        kind: q.kind,
         status: q.status,
         periodStart: q.period_start === undefined ? undefined : new Date(q.period_start).toISOString(),
       },
@@ -92,7 +94,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
 
   app.get("/v1/invoices/:id", requireScope(deps.keys, "read"), async (c) => {
     const id = c.req.param("id");
-    const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await invoices.store.get(id) : null;
+    const inv = isDocumentId(id) ? await invoices.store.get(id) : null;
     if (inv === null) throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
     return c.json({ ...inv, push: await pushView(invoices.push, id) });
   });
@@ -105,7 +107,7 @@ export function mountInvoiceRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps, invoices:
    */
   app.get("/v1/invoices/:id/lines/:n/events", requireScope(deps.keys, "read"), async (c) => {
     const id = c.req.param("id");
-    const inv = /^inv_[0-9a-f]{24}$/.test(id) ? await invoices.store.get(id) : null;
+    const inv = isDocumentId(id) ? await invoices.store.get(id) : null;
     if (inv === null) throw new ApiError("not_found", `no invoice ${JSON.stringify(id)}`);
     const n = Number(c.req.param("n"));
     const line = inv.lines.find((l) => l.number === n);
