@@ -255,6 +255,8 @@ describe("customer page: estimated charges and past invoices", () => {
   it("shows the current period's estimate, line by line, with allowance progress", async () => {
     const { status, html } = await portal("acme");
     expect(status).toBe(200);
+    // Without ?tz= the usage panels use the customer's own zone too (Tokyo, UTC+9), not UTC.
+    expect(html).toMatch(/class="wm">Up to date as of <time[^>]*>[^<]*GMT\+9<\/time>/);
     const billing = section(html, "billing");
     expect(billing).toContain("Estimated charges");
     expect(billing).toContain("An estimate from the usage recorded so far");

@@ -187,9 +187,11 @@ const billingRefreshMs = 5000;
 /** The customer usage page and its panel fragments. */
 export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
   const now = deps.now ?? Date.now;
-  const zoneOf = (c: Context<EdgeEnv>) => {
+  /** `?tz=` when valid, else the customer's own zone from the catalog (its billing zone), else UTC. */
+  const zoneOf = (c: Context<EdgeEnv>, customer: string) => {
     const tz = c.req.query("tz");
-    return tz !== undefined && isValidZone(tz) ? tz : "UTC";
+    if (tz !== undefined && isValidZone(tz)) return tz;
+    return deps.catalog.customers.get(customer)?.timezone ?? "UTC";
   };
 
   app.get("/portal", async (c) => {
@@ -206,7 +208,7 @@ export function mountPortal(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
         401,
       );
     }
-    const tz = zoneOf(c);
+    const tz = zoneOf(c, grant.customer);
     const nowMs = now();
     const period = monthContaining(nowMs, tz);
     const meters = deps.catalog.list();
@@ -278,7 +280,7 @@ ${estimates === null && invoices.total === 0 ? "" : renderInvoices(invoices, bil
     const grant = tokenOf(c, deps);
     if (grant === null) throw new ApiError("unauthorized", "invalid or expired portal token");
     c.set("portal", grant);
-    const tz = zoneOf(c);
+    const tz = zoneOf(c, grant.customer);
     const period = monthContaining(now(), tz);
     const meters = deps.catalog.list();
     const billed = deps.catalog.subscriptions.list().some((s) => s.customer === grant.customer);
@@ -408,7 +410,7 @@ ${estimates === null && invoices.total === 0 ? "" : renderInvoices(invoices, bil
     if (grant === null) return c.text("invalid or expired portal token", 401);
     const meter = deps.catalog.get(c.req.query("meter") ?? "");
     if (meter === undefined) return c.text("no such meter", 404);
-    const tz = zoneOf(c);
+    const tz = zoneOf(c, grant.customer);
     const p = await panelData(deps.usage, meter, grant.customer, monthContaining(now(), tz), tz);
     return c.html(renderPanel(p, tz));
   });
