@@ -101,15 +101,17 @@ export class InvoiceStore {
         headers_only: true,
         initializedFn: () => initialized(),
       });
+      let received = 0;
       void (async () => {
         for await (const e of iter) {
+          received++;
           const id = e.key.slice("summaries.".length);
           if (e.operation === "PUT") known.add(id);
           else known.delete(id);
         }
       })();
       try {
-        await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch");
+        await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch", () => received);
         this.known = known;
         return;
       } catch (err: unknown) {
@@ -341,15 +343,17 @@ export class InvoiceStore {
     let initialized!: () => void;
     const ready = new Promise<void>((resolve) => (initialized = resolve));
     const iter = await this.kv.watch({ key: "summaries.>", initializedFn: () => initialized() });
+    let received = 0;
     void (async () => {
       for await (const e of iter) {
+        received++;
         const id = e.key.slice("summaries.".length);
         if (e.operation === "PUT") index.set(e.json<InvoiceSummary>());
         else index.delete(id);
       }
     })();
     index.stop = () => iter.stop();
-    await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch");
+    await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch", () => received);
   }
 }
 

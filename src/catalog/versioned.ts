@@ -101,8 +101,10 @@ export class VersionedCollection<D extends { key: string }> {
     const ready = new Promise<void>((resolve) => (initialized = resolve));
     const iter = await this.kv.watch({ key: `${this.kind.pointer}.>`, initializedFn: () => initialized() });
     this.stopWatch = () => iter.stop();
+    let received = 0;
     this.watching = (async () => {
       for await (const e of iter) {
+        received++;
         if (e.operation === "PUT") {
           const v = this.parseStored(e.json());
           if (v !== null) this.current.set(v.key, v);
@@ -114,7 +116,7 @@ export class VersionedCollection<D extends { key: string }> {
         }
       }
     })();
-    await loadedWithin(ready, watchLoadTimeoutMs, `${this.kind.noun} watch`);
+    await loadedWithin(ready, watchLoadTimeoutMs, `${this.kind.noun} watch`, () => received);
   }
 
   async close(): Promise<void> {

@@ -18,26 +18,45 @@ export function isWrongLastSequence(err: unknown): boolean {
 }
 
 /**
- * How long a KV watch may take to deliver the current values before it is opened again. Under
- * load (a catalog apply of 100,000 objects next to a busy ClickHouse) a watch whose consumer
- * creation was lost was seen waiting forever for values that never come.
+ * How long a KV watch may go without delivering anything before its initial values are all in;
+ * then it is opened again. Under load (a catalog apply of 100,000 objects next to a busy
+ * ClickHouse) a watch whose consumer creation was lost was seen waiting forever for values that
+ * never come. A large bucket that keeps delivering is never cut off.
  */
 export const watchLoadTimeoutMs = 30_000;
 
 /**
- * Resolves when `ready` does; rejects with a timeout error after `ms` (the caller stops the watch
- * and opens it again).
+ * Resolves when `ready` does; rejects when `received()` (how many values the watch delivered so
+ * far) did not change for `ms` before that (the caller stops the watch and opens it again).
  */
-export async function loadedWithin(ready: Promise<void>, ms: number, what: string): Promise<void> {
+export async function loadedWithin(
+  ready: Promise<void>,
+  ms: number,
+  what: string,
+  received: () => number,
+): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
       ready,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: no initial values within ${ms} ms`)), ms);
+        let last = received();
+        let since = Date.now();
+        timer = setInterval(
+          () => {
+            const n = received();
+            if (n !== last) {
+              last = n;
+              since = Date.now();
+            } else if (Date.now() - since >= ms) {
+              reject(new Error(`${what}: nothing delivered for ${ms} ms before the initial values were in`));
+            }
+          },
+          Math.min(1000, ms),
+        );
       }),
     ]);
   } finally {
-    clearTimeout(timer);
+    clearInterval(timer);
   }
 }
