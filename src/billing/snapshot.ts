@@ -1,5 +1,5 @@
 import { gaugeAggregations, type Meter } from "../catalog/index.js";
-import { lit, maxInListBytes, maxInListItems } from "../clickhouse/index.js";
+import { inListGroups, lit } from "../clickhouse/index.js";
 import {
   emptyUsageValue,
   queryEvidence,
@@ -13,8 +13,8 @@ import type { UsageSnapshot } from "./invoice.js";
 
 /**
  * Above this many customers in one window, one query reads every customer's events (a full scan
- * the close needs anyway); below, queries name their customers, at most {@link maxInListItems}
- * and {@link maxInListBytes} of them each (the server's default `max_query_size` is 256 KiB).
+ * the close needs anyway); below, queries name their customers, grouped by `inListGroups` like
+ * every IN list (the server's default `max_query_size` is 256 KiB).
  */
 const allCustomersAbove = 50_000;
 
@@ -48,7 +48,7 @@ export function usageSnapshotter(deps: UsageDeps): Snapshotter {
         const meters = new Map<string, Meter>();
         for (const i of g.at) meters.set(meterId(requests[i]!.meter), requests[i]!.meter);
         const customers = [...new Set(g.at.map((i) => requests[i]!.customer))];
-        const batches = customers.length > allCustomersAbove ? [undefined] : inListBatches(customers);
+        const batches = customers.length > allCustomersAbove ? [undefined] : inListGroups(customers, lit);
         const sqlMeters = [...meters.values()].filter((m) => !gaugeAggregations.has(m.aggregation));
         const gauges = [...meters.values()].filter((m) => gaugeAggregations.has(m.aggregation));
         // meter id → customer → total
@@ -107,22 +107,3 @@ export function usageSnapshotter(deps: UsageDeps): Snapshotter {
 }
 
 const meterId = (m: Meter) => `${m.key}\u0000${m.version}`;
-
-/** Customers in batches that each fit one `IN (...)` list (see {@link allCustomersAbove}). */
-function inListBatches(customers: readonly string[]): string[][] {
-  const out: string[][] = [];
-  let cur: string[] = [];
-  let bytes = 0;
-  for (const c of customers) {
-    const size = Buffer.byteLength(lit(c)) + 2;
-    if (cur.length > 0 && (cur.length >= maxInListItems || bytes + size > maxInListBytes)) {
-      out.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(c);
-    bytes += size;
-  }
-  if (cur.length > 0) out.push(cur);
-  return out;
-}

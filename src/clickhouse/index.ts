@@ -21,6 +21,7 @@ export {
   usageRewriteCount,
   usageTotals,
   usageTotalsRewriteCount,
+  inListGroups,
   inLists,
   maxInListBytes,
   maxInListItems,

@@ -72,21 +72,34 @@ export function inLists(
   maxBytes = maxInListBytes,
   maxItems = maxInListItems,
 ): string[] {
-  const lists: string[] = [];
-  let cur: string[] = [];
+  return inListGroups(literals, (l) => l, maxBytes, maxItems).map((group) => group.join(","));
+}
+
+/**
+ * Values grouped as {@link inLists} would list them once rendered by `render` (for callers
+ * that pass values, not SQL text, to a statement builder that renders them).
+ */
+export function inListGroups<T>(
+  values: readonly T[],
+  render: (v: T) => string,
+  maxBytes = maxInListBytes,
+  maxItems = maxInListItems,
+): T[][] {
+  const groups: T[][] = [];
+  let cur: T[] = [];
   let bytes = 0;
-  for (const l of literals) {
-    const n = Buffer.byteLength(l, "utf8") + 1;
+  for (const v of values) {
+    const n = Buffer.byteLength(render(v), "utf8") + 1;
     if (cur.length > 0 && (bytes + n > maxBytes || cur.length >= maxItems)) {
-      lists.push(cur.join(","));
+      groups.push(cur);
       cur = [];
       bytes = 0;
     }
-    cur.push(l);
+    cur.push(v);
     bytes += n;
   }
-  if (cur.length > 0) lists.push(cur.join(","));
-  return lists;
+  if (cur.length > 0) groups.push(cur);
+  return groups;
 }
 
 /** The sort key of one event row. */
@@ -329,7 +342,7 @@ function scopeWhere(s: UsageSpec, range: "range" | "before"): string[] {
   ];
   if (s.customer !== undefined) where.unshift(`customer = ${lit(s.customer)}`);
   else if (s.customers !== undefined)
-    where.unshift(`customer IN (${s.customers.map(lit).join(", ") || "''"})`);
+    where.unshift(`customer IN (${s.customers.map(lit).join(",") || "''"})`);
   return where;
 }
 
