@@ -22,7 +22,7 @@ import {
   type InvoiceLine,
   type UsageSnapshot,
 } from "./invoice.js";
-import { invoiceId, type InvoiceStore } from "./invoice-store.js";
+import { cmp, invoiceId, type InvoiceStore } from "./invoice-store.js";
 import {
   boundary,
   boundaryIndexAt,
@@ -265,8 +265,6 @@ class Phases {
     }
   }
 }
-
-const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Finalizes credit notes in their own number series, after the invoices they were issued with. */
 async function finalizeCreditNotes(deps: CloseDeps, notes: readonly Invoice[], report: CloseReport) {

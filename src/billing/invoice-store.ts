@@ -458,7 +458,8 @@ export class InvoiceIndex {
   }
 }
 
-function cmp(a: string, b: string): number {
+/** Code-unit order of two strings (the order of ids and ISO instants in listings). */
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
