@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { JetStreamClient, KV, KvEntry } from "nats";
 import pMap from "p-map";
-import { loadedWithin, watchLoadTimeoutMs } from "../lib/kv.js";
+import { watchLoaded } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 import type { DocumentKind, Invoice } from "./invoice.js";
 
@@ -90,36 +90,21 @@ export class InvoiceStore {
    */
   async follow(): Promise<void> {
     if (this.known !== null) return;
+    const known = new Set<string>();
     // Keys only (headers_only): the close writes every summary it follows twice per invoice,
     // and decoding them back cost more than the reads this saves.
-    for (let attempt = 1; ; attempt++) {
-      const known = new Set<string>();
-      let initialized!: () => void;
-      const ready = new Promise<void>((resolve) => (initialized = resolve));
-      const iter = await this.kv.watch({
-        key: "summaries.>",
-        headers_only: true,
-        initializedFn: () => initialized(),
-      });
-      let received = 0;
-      void (async () => {
-        for await (const e of iter) {
-          received++;
-          const id = e.key.slice("summaries.".length);
-          if (e.operation === "PUT") known.add(id);
-          else known.delete(id);
-        }
-      })();
-      try {
-        await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch", () => received);
-        this.known = known;
-        return;
-      } catch (err: unknown) {
-        iter.stop();
-        if (attempt >= 4) throw err;
-        this.log?.warn({ err, attempt }, "invoice summaries watch did not load; opening it again");
-      }
-    }
+    await watchLoaded(
+      this.kv,
+      { key: "summaries.>", headersOnly: true },
+      (e) => {
+        const id = e.key.slice("summaries.".length);
+        if (e.operation === "PUT") known.add(id);
+        else known.delete(id);
+      },
+      "invoice summaries watch",
+      { reset: () => known.clear(), ...(this.log ? { log: this.log } : {}) },
+    );
+    this.known = known;
   }
 
   /**
@@ -326,34 +311,19 @@ export class InvoiceStore {
    * The returned index stays current until `stop()`.
    */
   async index(): Promise<InvoiceIndex> {
-    for (let attempt = 1; ; attempt++) {
-      const index = new InvoiceIndex();
-      try {
-        await this.loadIndex(index);
-        return index;
-      } catch (err: unknown) {
-        index.stop();
-        if (attempt >= 4) throw err;
-        this.log?.warn({ err, attempt }, "invoice summaries watch did not load; opening it again");
-      }
-    }
-  }
-
-  private async loadIndex(index: InvoiceIndex): Promise<void> {
-    let initialized!: () => void;
-    const ready = new Promise<void>((resolve) => (initialized = resolve));
-    const iter = await this.kv.watch({ key: "summaries.>", initializedFn: () => initialized() });
-    let received = 0;
-    void (async () => {
-      for await (const e of iter) {
-        received++;
-        const id = e.key.slice("summaries.".length);
+    const index = new InvoiceIndex();
+    const w = await watchLoaded(
+      this.kv,
+      { key: "summaries.>" },
+      (e) => {
         if (e.operation === "PUT") index.set(e.json<InvoiceSummary>());
-        else index.delete(id);
-      }
-    })();
-    index.stop = () => iter.stop();
-    await loadedWithin(ready, watchLoadTimeoutMs, "invoice summaries watch", () => received);
+        else index.delete(e.key.slice("summaries.".length));
+      },
+      "invoice summaries watch",
+      { reset: () => index.clear(), ...(this.log ? { log: this.log } : {}) },
+    );
+    index.stop = w.stop;
+    return index;
   }
 }
 
@@ -409,6 +379,10 @@ export class InvoiceIndex {
 
   delete(id: string): void {
     this.byId.delete(id);
+  }
+
+  clear(): void {
+    this.byId.clear();
   }
 
   get size(): number {

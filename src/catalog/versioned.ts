@@ -1,6 +1,6 @@
 import type { KV } from "nats";
 import pMap from "p-map";
-import { loadedWithin, watchLoadTimeoutMs } from "../lib/kv.js";
+import { watchLoaded } from "../lib/kv.js";
 import type { Logger } from "../observability/index.js";
 
 /** A stored catalog object: its definition plus the version it got and when. */
@@ -83,28 +83,11 @@ export class VersionedCollection<D extends { key: string }> {
 
   /** Loads every current object and keeps following changes until {@link close}. */
   async start(): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.watch();
-        return;
-      } catch (err: unknown) {
-        await this.close();
-        this.current.clear();
-        if (attempt >= 4) throw err;
-        this.log?.warn({ err, attempt }, `${this.kind.noun} watch did not load; opening it again`);
-      }
-    }
-  }
-
-  private async watch(): Promise<void> {
-    let initialized!: () => void;
-    const ready = new Promise<void>((resolve) => (initialized = resolve));
-    const iter = await this.kv.watch({ key: `${this.kind.pointer}.>`, initializedFn: () => initialized() });
-    this.stopWatch = () => iter.stop();
-    let received = 0;
-    this.watching = (async () => {
-      for await (const e of iter) {
-        received++;
+    const pointer = `${this.kind.pointer}.>`;
+    const w = await watchLoaded(
+      this.kv,
+      { key: pointer },
+      (e) => {
         if (e.operation === "PUT") {
           const v = this.parseStored(e.json());
           if (v !== null) this.current.set(v.key, v);
@@ -114,9 +97,12 @@ export class VersionedCollection<D extends { key: string }> {
             if (`${this.kind.pointer}.${kvToken(v.key)}` === e.key) this.current.delete(key);
           }
         }
-      }
-    })();
-    await loadedWithin(ready, watchLoadTimeoutMs, `${this.kind.noun} watch`, () => received);
+      },
+      `${this.kind.noun} watch`,
+      { reset: () => this.current.clear(), ...(this.log ? { log: this.log } : {}) },
+    );
+    this.stopWatch = w.stop;
+    this.watching = w.done;
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import type { KV, KvEntry } from "nats";
 
 /**
  * A name for one process holding a lease in NATS KV (`<host>-<pid>-<random>`), KV-key safe, unique
@@ -58,5 +59,46 @@ export async function loadedWithin(
     ]);
   } finally {
     clearInterval(timer);
+  }
+}
+
+/**
+ * Opens a KV watch on `key` and resolves once its current values were delivered to `onEntry`,
+ * with the watch's `stop` and the promise of its loop. A watch that stalls before that
+ * ({@link loadedWithin}) is stopped and opened again (`reset` runs first, to forget what the
+ * stalled one delivered), at most 4 times; then the error is thrown.
+ */
+export async function watchLoaded(
+  kv: KV,
+  watch: { key: string; headersOnly?: boolean },
+  onEntry: (e: KvEntry) => void,
+  what: string,
+  opts: { reset?: () => void; log?: { warn(obj: object, msg: string): void } } = {},
+): Promise<{ stop: () => void; done: Promise<void> }> {
+  for (let attempt = 1; ; attempt++) {
+    let initialized!: () => void;
+    const ready = new Promise<void>((resolve) => (initialized = resolve));
+    const iter = await kv.watch({
+      key: watch.key,
+      ...(watch.headersOnly ? { headers_only: true } : {}),
+      initializedFn: () => initialized(),
+    });
+    let received = 0;
+    const done = (async () => {
+      for await (const e of iter) {
+        received++;
+        onEntry(e);
+      }
+    })();
+    try {
+      await loadedWithin(ready, watchLoadTimeoutMs, what, () => received);
+      return { stop: () => iter.stop(), done };
+    } catch (err: unknown) {
+      iter.stop();
+      await done.catch(() => undefined);
+      if (attempt >= 4) throw err;
+      opts.reset?.();
+      opts.log?.warn({ err, attempt }, `${what} did not load; opening it again`);
+    }
   }
 }
