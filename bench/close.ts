@@ -47,6 +47,7 @@ import {
   type ClickHouseClient,
 } from "../src/clickhouse/index.js";
 import { startClickHouse, startNats, type ServerProcess } from "../src/dev/servers.js";
+import { intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup, spawnChild, type Child } from "./lib/children.js";
 import { cpuSeconds, round } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table } from "./lib/report.js";
@@ -82,22 +83,13 @@ function parseArgs(args: readonly string[]): Args {
     else if (!flags.has(a))
       throw new Error(`unknown option ${a}; options: ${[...valued, ...flags].join(" ")}`);
   }
-  const num = (name: string, fallback: number, min: number) => {
-    const i = args.indexOf(`--${name}`);
-    if (i === -1) return fallback;
-    const n = Number(args[i + 1]);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
-    return n;
-  };
-  const k = args.indexOf("--keep-data");
-  const keepData = k === -1 ? null : (args[k + 1] ?? "");
-  if (keepData === "" || keepData?.startsWith("--")) throw new Error("--keep-data needs a directory");
+  const num = (name: string, fallback: number, min: number) => intArg(args, name, fallback, min);
   return {
     events: num("events", 100_000_000, 10_000),
     customers: num("customers", 100_000, 1),
     chunk: num("chunk", 10_000_000, 10_000),
     settleS: num("settle", 900, 0),
-    keepData: keepData === null ? null : resolve(keepData),
+    keepData: keepDataArg(args),
     generateOnly: args.includes("--generate-only"),
     skipKill: args.includes("--skip-kill"),
   };

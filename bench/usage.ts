@@ -37,7 +37,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DateTime } from "luxon";
@@ -53,6 +53,7 @@ import {
 } from "../src/clickhouse/index.js";
 import { startClickHouse, type ServerProcess } from "../src/dev/servers.js";
 import { queryUsage, type UsageDeps, type UsageRequest, type UsageResult } from "../src/usage/index.js";
+import { intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup } from "./lib/children.js";
 import { CpuMeter, machineCoresBusy, round } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table as alignedTable } from "./lib/report.js";
@@ -111,16 +112,7 @@ function parseArgs(args: readonly string[]): Args {
       throw new Error(`unknown option ${a}; options: ${[...known].join(" ")}`);
     }
   }
-  const num = (name: string, fallback: number, min: number) => {
-    const i = args.indexOf(`--${name}`);
-    if (i === -1) return fallback;
-    const n = Number(args[i + 1]);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
-    return n;
-  };
-  const k = args.indexOf("--keep-data");
-  const keepData = k === -1 ? null : (args[k + 1] ?? "");
-  if (keepData === "" || keepData?.startsWith("--")) throw new Error("--keep-data needs a directory");
+  const num = (name: string, fallback: number, min: number) => intArg(args, name, fallback, min);
   return {
     events: num("events", 100_000_000, 100_000),
     chunk: num("chunk", 10_000_000, 100_000),
@@ -129,7 +121,7 @@ function parseArgs(args: readonly string[]): Args {
     allRuns: num("all-runs", 5, 1),
     anatomyRuns: num("anatomy-runs", 20, 0),
     settleS: num("settle", 900, 0),
-    keepData: keepData === null ? null : resolve(keepData),
+    keepData: keepDataArg(args),
   };
 }
 
