@@ -28,6 +28,7 @@ import { createStripeClient, PushStore, StripePusher } from "../src/connectors/s
 import { startNats } from "../src/dev/servers.js";
 import { createLogger } from "../src/observability/index.js";
 import { connectNats } from "../src/runtime/connect.js";
+import { draftInvoice } from "../test/fixtures/draft-invoice.js";
 import { startStripeServer } from "../test/stripe-server/index.js";
 
 const DAY = 86_400_000;
@@ -132,29 +133,10 @@ export async function main(argv: string[]): Promise<void> {
           unit_amount_decimal: null,
           amount: 100 + k * 37,
         }));
-        const total = lines.reduce((s, l) => s + l.amount, 0);
-        return {
-          id: invoiceId(`${c.key}-sub`, iso(P0)),
-          status: "draft",
-          number: null,
-          issuer_prefix: "TALLY",
-          customer: c.key,
-          customer_version: 1,
-          subscription: `${c.key}-sub`,
-          subscription_version: 1,
+        return draftInvoice(invoiceId(`${c.key}-sub`, iso(P0)), c.key, `${c.key}-sub`, lines, {
           plans: [{ key: "p", version: 1 }],
           currency: "USD",
-          currency_exponent: 2,
-          period: { start: iso(P0), end: iso(P0 + DAY) },
-          cutoff: iso(P0 + 2 * DAY),
-          lines,
-          rating: {} as Invoice["rating"],
-          true_ups: [],
-          subtotal: total,
-          total,
-          created_at: iso(P0 + 2 * DAY),
-          finalized_at: null,
-        };
+        });
       });
       await invoices.putDrafts(drafts);
       await invoices.finalize(

@@ -9,6 +9,7 @@ import type { PushStore, StripePusher } from "../src/connectors/stripe/index.js"
 import type { PushDeps } from "../src/connectors/stripe/index.js";
 import { eventually, guid } from "./helpers.js";
 import type { StripeTestServer } from "./stripe-server/index.js";
+import { draftInvoice } from "./fixtures/draft-invoice.js";
 import { startPushEnv, type PushEnv } from "./stripe-push-setup.js";
 
 /**
@@ -45,38 +46,7 @@ function line(n: number, amount: number, trueUpOf?: string): InvoiceLine {
   };
 }
 
-function doc(
-  id: string,
-  customer: string,
-  sub: string,
-  lines: InvoiceLine[],
-  extra: Partial<Invoice> = {},
-): Invoice {
-  const total = lines.reduce((s, l) => s + l.amount, 0);
-  return {
-    id,
-    status: "draft",
-    number: null,
-    issuer_prefix: "TALLY",
-    customer,
-    customer_version: 1,
-    subscription: sub,
-    subscription_version: 1,
-    plans: [{ key: "daily", version: 1 }],
-    currency: "EUR",
-    currency_exponent: 2,
-    period: { start: iso(P0), end: iso(P0 + DAY) },
-    cutoff: iso(P0 + 2 * DAY),
-    lines,
-    rating: {} as Invoice["rating"],
-    true_ups: [],
-    subtotal: total,
-    total,
-    created_at: iso(P0 + 2 * DAY),
-    finalized_at: null,
-    ...extra,
-  };
-}
+const doc = draftInvoice;
 
 /** A finalized invoice with these line amounts. */
 async function invoice(customer: string, amounts: number[]): Promise<Invoice> {

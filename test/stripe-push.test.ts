@@ -10,6 +10,7 @@ import type { PushStore, StripePusher } from "../src/connectors/stripe/index.js"
 import { RateLimiter, type PushDeps } from "../src/connectors/stripe/index.js";
 import { childEnv, eventually, guid } from "./helpers.js";
 import type { StripeTestServer } from "./stripe-server/index.js";
+import { draftInvoice } from "./fixtures/draft-invoice.js";
 import { startPushEnv, type PushEnv } from "./stripe-push-setup.js";
 
 /**
@@ -68,29 +69,7 @@ async function finalized(
 ): Promise<Invoice> {
   const sub = `${customer}-sub-${guid()}`;
   const lines = Array.from({ length: n }, (_, k) => line(k + 1, amount(k + 1)));
-  const total = lines.reduce((s, l) => s + l.amount, 0);
-  const draft: Invoice = {
-    id: invoiceId(sub, iso(P0)),
-    status: "draft",
-    number: null,
-    issuer_prefix: "TALLY",
-    customer,
-    customer_version: 1,
-    subscription: sub,
-    subscription_version: 1,
-    plans: [{ key: "daily", version: 1 }],
-    currency,
-    currency_exponent: 2,
-    period: { start: iso(P0), end: iso(P0 + DAY) },
-    cutoff: iso(P0 + 2 * DAY),
-    lines,
-    rating: {} as Invoice["rating"],
-    true_ups: [],
-    subtotal: total,
-    total,
-    created_at: iso(P0 + 2 * DAY),
-    finalized_at: null,
-  };
+  const draft = draftInvoice(invoiceId(sub, iso(P0)), customer, sub, lines, { currency });
   await invoices.putDraft(draft);
   const [inv] = await invoices.finalize([draft.id], "TALLY", finalizedAt);
   return inv!;
