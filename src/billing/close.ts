@@ -215,6 +215,7 @@ export async function closeDue(
         await deps.invoices.putDrafts(creditNotes);
         await deps.invoices.putDrafts(drafts);
       });
+      const finalizedNow = new Set<string>();
       await phases.time("finalize", async () => {
         const batch = deps.settings.finalizeBatch ?? 1000;
         for (let i = 0; i < drafts.length; i += batch) {
@@ -222,11 +223,13 @@ export async function closeDue(
             drafts.slice(i, i + batch).map((d) => d.id),
             deps.settings.issuerPrefix,
           );
-          report.finalized.push(...finalized.map((f) => f.id));
+          for (const f of finalized) {
+            report.finalized.push(f.id);
+            finalizedNow.add(f.id);
+          }
         }
         await finalizeCreditNotes(deps, creditNotes, report);
       });
-      const finalizedNow = new Set(report.finalized);
       const known = chainHeads(deps.invoices);
       for (const j of parts[p]!) {
         if (j.more === false) done.add(j.sub.key);
