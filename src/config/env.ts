@@ -153,6 +153,23 @@ export const envSchema = z.object({
     .regex(/^(create|add_lines:\d+|before_finalize|finalize)$/)
     .optional(),
 
+  /**
+   * How often the close role reconciles the current and the previous month (Tally ↔ Stripe ↔
+   * journal, see `tally reconcile`); `0s` = never.
+   */
+  TALLY_RECONCILE_INTERVAL: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d (0s = off)")
+    .default("1h"),
+  /**
+   * A document finalized (or paid in Stripe) less than this ago is not yet expected in Stripe or
+   * the journal: reconciliation does not report it missing.
+   */
+  TALLY_RECONCILE_SETTLE: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
+    .default("1h"),
+
   TALLY_DEV_MODE: bool(false),
   /**
    * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
@@ -234,6 +251,8 @@ export interface Config {
   crashAfterCatalogClaim: boolean;
   /** The Stripe push and webhook (TALLY_STRIPE_*). */
   stripe: StripeConfig;
+  /** TALLY_RECONCILE_*: 0 = no scheduled run. */
+  reconcile: { intervalMs: number; settleMs: number };
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -355,6 +374,10 @@ export function toConfig(e: Env): Config {
       retryMaxMs: e.TALLY_STRIPE_RETRY_MAX_MS,
       webhookSecret: e.TALLY_STRIPE_WEBHOOK_SECRET,
       crashAt: e.TALLY_FAULT_STRIPE_CRASH_AT,
+    },
+    reconcile: {
+      intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),
+      settleMs: parseDuration(e.TALLY_RECONCILE_SETTLE),
     },
   };
 }
