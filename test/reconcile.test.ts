@@ -131,6 +131,11 @@ describe("tally reconcile --month", () => {
     // Behind Tally's back: a line's amount edited inside Stripe (no API allows it on a finalized
     // invoice; a support fix or a bug would).
     stripeOf(beta).lines[0]!.amount += 25;
+    // And someone created a Stripe invoice claiming to be a Tally invoice that does not exist.
+    const forged = await sdk.invoices.create({
+      customer: stripeOf(acme).customer,
+      metadata: { tally_invoice: "inv_000000000000000000000000" },
+    });
 
     const r = await reconcileCli("--month", month(), "--json");
     expect(r.code).toBe(1);
@@ -139,11 +144,13 @@ describe("tally reconcile --month", () => {
       ["acme", acme.number, "stripe_status", null, null],
       ["acme", acme.number, "stripe_total", String(acme.total), "0"],
       ["beta", beta.number, "stripe_total", String(beta.total), String(beta.total + 25)],
+      [`stripe:${stripeOf(acme).customer}`, null, "stripe_unknown", null, "0"],
     ]);
+    expect(report.differences.at(-1)!.message).toContain(forged.id);
 
     const table = await reconcileCli("--month", month());
     expect(table.code).toBe(1);
-    expect(table.stdout).toContain("3 differences");
+    expect(table.stdout).toContain("4 differences");
     expect(table.stdout).toMatch(
       new RegExp(`beta\\s+${beta.number}\\s+stripe_total\\s+${beta.total}\\s+${beta.total + 25}`),
     );

@@ -41,6 +41,7 @@ export async function openReconciler(deps: {
       const report = await reconcile(
         {
           documents: documentsOfMonth(index.values(), month, deps.timeZone),
+          exists: (id) => index.has(id),
           push,
           stripe,
           journal: deps.journal?.reader ?? null,

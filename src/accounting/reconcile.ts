@@ -22,6 +22,8 @@ export type ReconcileCheck =
   | "stripe_missing"
   /** More than one live Stripe document for one part: pushed twice. */
   | "stripe_duplicate"
+  /** A live Stripe document naming a Tally document that does not exist. */
+  | "stripe_unknown"
   /** A Stripe part still a draft, or voided / marked uncollectible. */
   | "stripe_status"
   /** Stripe's total (sum of its parts, voided ones excluded) differs from Tally's. */
@@ -242,6 +244,8 @@ export function monthRange(month: string, tz: string): { start: DateTime; end: D
 export interface ReconcileDeps {
   /** Finalized documents (summaries) whose accounting date is in the month. */
   documents: readonly InvoiceSummary[];
+  /** Whether Tally has a document with this id at all (any month, any status). */
+  exists: (id: string) => boolean;
   push: { get(invoice: string): Promise<StripePush | null> } | null;
   stripe: Stripe | null;
   journal: JournalReader | null;
@@ -277,15 +281,34 @@ export function mismatchEventId(month: string, d: Difference): string {
 export async function reconcile(deps: ReconcileDeps, month: string): Promise<ReconcileReport> {
   const docs = new Map(deps.documents.map((d) => [d.id, d]));
   const stripeOf = new Map<string, StripeSide>();
+  const unknown: Difference[] = [];
+  const orphan = (id: string, tallyId: string, customer: string, status: string | null, total: number) =>
+    unknown.push({
+      customer: `stripe:${customer}`,
+      document: tallyId,
+      number: null,
+      check: "stripe_unknown",
+      tally: null,
+      stripe: String(total),
+      journal: null,
+      message: `Stripe ${id} (${status ?? "?"}) names Tally document ${tallyId}, which does not exist`,
+    });
+  const customerOf = (c: string | { id: string } | null) => (typeof c === "string" ? c : (c?.id ?? "?"));
   if (deps.stripe !== null) {
     for (const id of docs.keys()) stripeOf.set(id, { invoices: [], creditNotes: [] });
     // A day of slack for clocks: Stripe stamps `created` with its own.
     const gte = Math.floor(deps.since.getTime() / 1000) - 86_400;
     for await (const inv of deps.stripe.invoices.list({ created: { gte }, limit: 100 })) {
-      stripeOf.get(inv.metadata?.tally_invoice ?? "")?.invoices.push(inv);
+      const tallyId = inv.metadata?.tally_invoice;
+      if (tallyId === undefined) continue;
+      stripeOf.get(tallyId)?.invoices.push(inv);
+      if (!deps.exists(tallyId)) orphan(inv.id, tallyId, customerOf(inv.customer), inv.status, inv.total);
     }
     for await (const cn of deps.stripe.creditNotes.list({ created: { gte }, limit: 100 })) {
-      stripeOf.get(cn.metadata?.tally_credit_note ?? "")?.creditNotes.push(cn);
+      const tallyId = cn.metadata?.tally_credit_note;
+      if (tallyId === undefined) continue;
+      stripeOf.get(tallyId)?.creditNotes.push(cn);
+      if (!deps.exists(tallyId)) orphan(cn.id, tallyId, customerOf(cn.customer), cn.status, -cn.total);
     }
   }
   const now = deps.now ?? Date.now();
@@ -305,6 +328,7 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
       { concurrency: 64 },
     )
   ).flat();
+  differences.push(...unknown);
   differences.sort((a, b) =>
     a.customer === b.customer
       ? (a.number ?? a.document).localeCompare(b.number ?? b.document)
