@@ -179,6 +179,53 @@ PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
 ORDER BY (customer, type, ts, id)`,
     ],
   },
+  {
+    version: 3,
+    name: "usage rollup",
+    statements: (db) => [
+      // Partial aggregates of one meter version per (customer, declared dimensions, 15-minute
+      // event bucket `eb`, receive hour `rb`), written by usage/rollup.ts one fill unit at a
+      // time (all events received in [r_from, r_to)), each fill tagged with its own `token`.
+      // Plain MergeTree: rows are never merged into each other, so a fill is exactly its rows.
+      `CREATE TABLE IF NOT EXISTS ${ident(db)}.usage_rollup (
+  meter String,
+  meter_version UInt32,
+  token String,
+  rb Int64,
+  customer String,
+  g0 String,
+  g1 String,
+  g2 String,
+  g3 String,
+  g4 String,
+  eb Int64,
+  n UInt64,
+  ok UInt64,
+  s Decimal128(9),
+  mn Decimal128(9),
+  mx Decimal128(9),
+  l_ts Int64,
+  l_id String,
+  l_v String,
+  uq AggregateFunction(uniqExact, String),
+  d1 UInt64,
+  d2 UInt64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(toDateTime(intDiv(eb, 1000), 'UTC'))
+ORDER BY (meter, meter_version, customer, eb)`,
+      // The fill ledger: a fill's rows count only once its row here is written, which happens
+      // after its INSERT returned. A crashed fill leaves rows under a token never recorded.
+      `CREATE TABLE IF NOT EXISTS ${ident(db)}.rollup_fills (
+  meter String,
+  meter_version UInt32,
+  r_from Int64,
+  r_to Int64,
+  token String,
+  filled_at DateTime
+) ENGINE = MergeTree
+ORDER BY (meter, meter_version, r_from)`,
+    ],
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;
@@ -273,6 +320,11 @@ export interface UsageSpec {
   customers?: readonly string[] | undefined;
   /** Only events received at or before this instant (the close's bitemporal cut). */
   receivedUpToMs?: number | undefined;
+  /**
+   * Only events received at or after this instant (the rollup's open tail, or one fill unit).
+   * An event's receive time is the earliest of its rows' (copies of a rewritten id may differ).
+   */
+  receivedFromMs?: number | undefined;
 }
 
 export type UsageFilter =
@@ -364,17 +416,20 @@ function dedupedEvents(db: string, s: UsageSpec, range: "range" | "before", coll
   for (const f of s.filters) match.push(usageFilterSql(f));
   const value = s.valueProperty === undefined ? "''" : prop(s.valueProperty);
   const ok = `match(u_v, ${lit(decimalPattern)}) AS u_ok`;
+  // The lower receive bound applies to an id's earliest row: a WHERE on a collapsed id's rows
+  // would let a later copy count an event first received before the bound.
+  const from = s.receivedFromMs;
   const collapsedSelect = (where: string) => {
     const groups = s.groupBy.map((g, i) => `, any(${prop(g)}) AS u_g${i}`).join("");
-    return `SELECT id AS u_id, any(customer) AS u_c, any(ts) AS u_ts, any(${value}) AS u_v, ${ok}${groups}
-  FROM ${ident(db)}.events WHERE ${where} GROUP BY id`;
+    return `SELECT id AS u_id, any(customer) AS u_c, any(ts) AS u_ts, any(${value}) AS u_v, ${ok}, min(received) AS u_r${groups}
+  FROM ${ident(db)}.events WHERE ${where} GROUP BY id${from === undefined ? "" : ` HAVING u_r >= ${lit(from)}`}`;
   };
   if (collapse.kind === "all") return collapsedSelect(match.join(" AND "));
   const groups = s.groupBy.map((g, i) => `, ${prop(g)} AS u_g${i}`).join("");
   const single = (
     where: string,
-  ) => `SELECT id AS u_id, customer AS u_c, ts AS u_ts, ${value} AS u_v, ${ok}${groups}
-  FROM ${ident(db)}.events WHERE ${where}`;
+  ) => `SELECT id AS u_id, customer AS u_c, ts AS u_ts, ${value} AS u_v, ${ok}, received AS u_r${groups}
+  FROM ${ident(db)}.events WHERE ${where}${from === undefined ? "" : ` AND received >= ${lit(from)}`}`;
   if (collapse.kind === "none") return single(match.join(" AND "));
   const recorded = `id IN (SELECT id FROM ${ident(db)}.event_rewrites WHERE ${scopeWhere(s, range).join(" AND ")})`;
   return `${single(`${match.join(" AND ")} AND NOT (${recorded})`)}
@@ -592,6 +647,143 @@ export function usageGaugeCarryIn(
 FROM (${dedupedEvents(db, s, "before", collapse)})
 WHERE u_ok
 ${keys.length > 0 ? `GROUP BY ${keys.join(", ")}\n` : ""}LIMIT ${lit(Math.trunc(maxRows))}`;
+}
+
+/** Event-time grain of the rollup: every modern zone's offset and DST change is a multiple of it. */
+export const rollupBucketMs = 15 * 60_000;
+/** Receive-time grain of the rollup: fills and receive cuts are answered at hour boundaries. */
+export const rollupReceiveMs = 3_600_000;
+/** Most dimensions a meter declares (the rollup's `g0..g4`). */
+export const rollupDimensions = 5;
+
+/** `x` rounded down to a multiple of `m` (ClickHouse's `%` keeps the dividend's sign). */
+const floorTo = (x: string, m: number) => `toInt64(${x} - (((${x} % ${lit(m)}) + ${lit(m)}) % ${lit(m)}))`;
+
+/**
+ * The rollup's partial aggregates over a spec's events (collapsed like every usage read): per
+ * customer, group (`u_g*` as `s.groupBy` names them), 15-minute event bucket `eb` and receive
+ * hour `rb`. Columns: `n` events, `ok` with a plain-decimal value, `s`/`mn`/`mx` their sum, min
+ * and max (Decimal128(9)), `l_ts`/`l_id`/`l_v` the newest event by (time, id) as `latest` orders
+ * them, `uq` the uniqExact state of the values (exact and mergeable across buckets), `d1`/`d2`
+ * the evidence digest sums (modulo 2^64, so they add up across buckets). One builder for both
+ * the fill and the open tail, so the two can never disagree on what a row contributes.
+ */
+function rollupPartials(db: string, s: UsageSpec, agg: SqlAggregation | "all", collapse: Collapse): string {
+  const dec = `toDecimal128(if(u_ok, u_v, '0'), 9)`;
+  const groups = s.groupBy.map((_, i) => `u_g${i}, `).join("");
+  const want = (a: SqlAggregation) => agg === "all" || agg === a;
+  const h = "SHA256(u_id)";
+  return `SELECT u_c, ${groups}${floorTo("u_ts", rollupBucketMs)} AS eb, ${floorTo("u_r", rollupReceiveMs)} AS rb,
+  count() AS n, countIf(u_ok) AS ok,
+  sumIf(${dec}, u_ok) AS s, minIf(${dec}, u_ok) AS mn, maxIf(${dec}, u_ok) AS mx,
+  ${want("latest") ? "max(u_ts) AS l_ts, argMax(u_id, (u_ts, u_id)) AS l_id, argMax(u_v, (u_ts, u_id)) AS l_v" : "toInt64(0) AS l_ts, '' AS l_id, '' AS l_v"},
+  uniqExactState(${want("unique_count") ? "u_v" : "''"}) AS uq,
+  sum(reinterpretAsUInt64(substring(${h}, 1, 8))) AS d1, sum(reinterpretAsUInt64(substring(${h}, 9, 8))) AS d2
+FROM (${dedupedEvents(db, s, "range", collapse)})
+GROUP BY u_c, ${groups}eb, rb`;
+}
+
+/** Which rollup rows a read may use: one meter version's recorded fills, below a receive horizon. */
+export interface RollupScope {
+  meter: string;
+  version: number;
+  /** Rows of events received before this instant (a multiple of {@link rollupReceiveMs}). */
+  horizonMs: number;
+  /** Recorded fills not on the chain the reader chose (overlapping racers); usually none. */
+  excludedTokens: readonly string[];
+  /** Per requested group (`s.groupBy[i]`), the rollup column `g{j}` holding it. */
+  groupColumns: readonly number[];
+}
+
+/**
+ * Writes one fill unit: the partial aggregates of every event received in
+ * `[s.receivedFromMs, s.receivedUpToMs]` (any event time), under `token`. The caller records
+ * the fill in `rollup_fills` only after this statement returned ({@link rollupRecordFill}).
+ * `s.groupBy` must be the meter's declared dimensions, in order.
+ */
+export function rollupFill(
+  db: string,
+  s: UsageSpec,
+  meter: { key: string; version: number },
+  token: string,
+  collapse: Collapse,
+): string {
+  if (s.groupBy.length > rollupDimensions) throw new Error("a meter declares at most 5 dimensions");
+  const g = Array.from({ length: rollupDimensions }, (_, i) => (i < s.groupBy.length ? `u_g${i}` : "''"));
+  return `INSERT INTO ${ident(db)}.usage_rollup (meter, meter_version, token, rb, customer, g0, g1, g2, g3, g4, eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2)
+SELECT ${lit(meter.key)}, ${lit(meter.version)}, ${lit(token)}, rb, u_c, ${g.join(", ")}, eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2
+FROM (${rollupPartials(db, s, "all", collapse)})`;
+}
+
+/** Records a fill unit once its rows are written: from now on readers count them. */
+export function rollupRecordFill(
+  db: string,
+  meter: { key: string; version: number },
+  fromMs: number,
+  toMs: number,
+  token: string,
+): string {
+  return `INSERT INTO ${ident(db)}.rollup_fills (meter, meter_version, r_from, r_to, token, filled_at) VALUES (${lit(meter.key)}, ${lit(meter.version)}, ${lit(fromMs)}, ${lit(toMs)}, ${lit(token)}, now())`;
+}
+
+/** Recorded fill units of one meter version: rows `r_from, r_to, token` (as text), in order. */
+export function rollupFills(db: string, meter: { key: string; version: number }): string {
+  return `SELECT toString(r_from) AS r_from, toString(r_to) AS r_to, token FROM ${ident(db)}.rollup_fills
+WHERE meter = ${lit(meter.key)} AND meter_version = ${lit(meter.version)}
+ORDER BY r_from, r_to DESC, token`;
+}
+
+/**
+ * {@link usageAggregate} answered from the rollup for events received before `r.horizonMs` and
+ * from raw events for the rest (`s.receivedFromMs` must be `r.horizonMs`): both sides are the
+ * same partial aggregates ({@link rollupPartials}) merged per window in one statement, so
+ * `uniqExact` stays exact across windows and halves. Same columns as usageAggregate, plus the
+ * evidence `ev_n`, `ev_d1`, `ev_d2` of each row (the close's totals). `s.fromMs`/`s.toMs` and every window
+ * boundary must be multiples of {@link rollupBucketMs} (the caller checks; otherwise it reads raw).
+ */
+export function usageRollupAggregate(
+  db: string,
+  s: UsageSpec,
+  agg: SqlAggregation,
+  r: RollupScope,
+  maxRows: number,
+  collapse: Collapse = { kind: "all" },
+): string {
+  const groups = s.groupBy.map((_, i) => `u_g${i}, `).join("");
+  const cols = "eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2";
+  const meter = `meter = ${lit(r.meter)} AND meter_version = ${lit(r.version)}`;
+  const where = [
+    meter,
+    `token IN (SELECT token FROM ${ident(db)}.rollup_fills WHERE ${meter})`,
+    ...(r.excludedTokens.length > 0 ? [`token NOT IN (${r.excludedTokens.map(lit).join(", ")})`] : []),
+    `rb < ${lit(r.horizonMs)}`,
+    `eb >= ${lit(s.fromMs)} AND eb < ${lit(s.toMs)}`,
+  ];
+  if (s.customer !== undefined) where.push(`customer = ${lit(s.customer)}`);
+  else if (s.customers !== undefined) where.push(`customer IN (${s.customers.map(lit).join(",") || "''"})`);
+  const rolled = `SELECT customer AS u_c, ${r.groupColumns.map((j, i) => `g${j} AS u_g${i}, `).join("")}${cols}
+  FROM ${ident(db)}.usage_rollup WHERE ${where.join(" AND ")}`;
+  const tail = `SELECT u_c, ${groups}${cols} FROM (${rollupPartials(db, s, agg, collapse)})`;
+  const value: Record<SqlAggregation, string> = {
+    count: "toString(sum(n))",
+    sum: "toString(sum(s))",
+    min: "toString(minIf(mn, ok > 0))",
+    max: "toString(maxIf(mx, ok > 0))",
+    unique_count: "toString(uniqExactMerge(uq))",
+    latest: "argMax(l_v, (l_ts, l_id))",
+  };
+  const keys = [...groupCols(s), "bucket"];
+  return `SELECT ${groupCols(s)
+    .map((k) => `${k}, `)
+    .join("")}${bucketExpr(s.bucket, "eb")} AS bucket, ${value[agg]} AS value,
+  toString(${s.numeric ? "sum(ok)" : "sum(n)"}) AS valid, toString(${s.numeric ? "sum(n) - sum(ok)" : "0"}) AS invalid,
+  toString(sum(n)) AS ev_n, toString(sum(d1)) AS ev_d1, toString(sum(d2)) AS ev_d2
+FROM (${rolled}
+  UNION ALL
+  ${tail})
+GROUP BY ${keys.join(", ")}
+ORDER BY ${keys.join(", ")}
+LIMIT ${lit(Math.trunc(maxRows))}`;
 }
 
 /** Property values summable exactly as Decimal128(9). */

@@ -29,3 +29,7 @@ export {
   zoneFormatter,
 } from "./windows.js";
 export type { Window, WindowSize } from "./windows.js";
+export { defaultRollupSettleMs, fillRollup, RollupFiller } from "./rollup.js";
+export type { FillOptions, FillOutcome } from "./rollup.js";
+export { chainOf, readChain } from "./rollup-chain.js";
+export type { FillUnit, RollupChain } from "./rollup-chain.js";

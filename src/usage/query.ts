@@ -10,15 +10,20 @@ import {
   usageGaugeBuckets,
   usageGaugeCarryIn,
   usageRewriteCount,
+  usageRollupAggregate,
+  rollupBucketMs,
+  rollupReceiveMs,
   usageTotals,
   usageTotalsRewriteCount,
   type ClickHouseClient,
   type Collapse,
+  type RollupScope,
   type SqlAggregation,
   type UsageFilter,
   type UsageSpec,
 } from "../clickhouse/index.js";
 import { digestHex } from "./evidence.js";
+import { readChain } from "./rollup-chain.js";
 import {
   formatInZone,
   maxWindows,
@@ -110,6 +115,11 @@ export interface UsageDeps {
   clickhouse: ClickHouseClient;
   database: string;
   watermarks: Pick<Watermarks, "current">;
+  /**
+   * `off`: never read the rollup (every answer from raw events; the differential tests compare
+   * the two). @default "use": closed receive hours from the rollup where it is built
+   */
+  rollups?: "use" | "off" | undefined;
 }
 
 interface Cell {
@@ -165,10 +175,21 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   if (gaugeAggregations.has(meter.aggregation)) {
     invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf, limit);
   } else {
+    const agg = meter.aggregation as SqlAggregation;
+    const rollup = await rollupScopeOf(deps, req, groupBy, windows);
     const rows = await withRewrites(deps, spec, "range", (collapse) =>
       queryRows<Record<string, string>>(
         deps.clickhouse,
-        usageAggregate(deps.database, spec, meter.aggregation as SqlAggregation, limit + 1, collapse),
+        rollup === null
+          ? usageAggregate(deps.database, spec, agg, limit + 1, collapse)
+          : usageRollupAggregate(
+              deps.database,
+              { ...spec, receivedFromMs: rollup.horizonMs },
+              agg,
+              rollup,
+              limit + 1,
+              collapse,
+            ),
       ),
     );
     if (rows.length > limit) tooManyRows(limit);
@@ -226,6 +247,45 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
   };
 }
 
+const modulo = (x: number, m: number) => ((x % m) + m) % m;
+
+/**
+ * Whether a request can be answered from the meter version's rollup, and which part of it:
+ * the receive hours below the chain's horizon (and below the request's receive cut, rounded down
+ * to an hour), with raw events for the rest. Only for aggregations computed in ClickHouse
+ * (gauges always read their points), windows of an hour or more whose every boundary falls on a
+ * rollup bucket (15 minutes: true of every zone's hours, days and months today), and a range
+ * on bucket boundaries; anything else reads raw events, which gives the same answer.
+ */
+async function rollupScopeOf(
+  deps: UsageDeps,
+  req: UsageRequest,
+  groupBy: readonly string[],
+  windows: readonly Window[],
+): Promise<RollupScope | null> {
+  const { meter } = req;
+  if (deps.rollups === "off" || gaugeAggregations.has(meter.aggregation)) return null;
+  if (req.window === "minute") return null;
+  if (modulo(req.fromMs, rollupBucketMs) !== 0 || modulo(req.toMs, rollupBucketMs) !== 0) return null;
+  if (windows.some((w) => modulo(w.fromMs, rollupBucketMs) !== 0)) return null;
+  const chain = await readChain(deps.clickhouse, deps.database, meter);
+  if (chain === null) return null;
+  let horizonMs = chain.horizonMs;
+  if (req.receivedUpToMs !== undefined) {
+    const cut = req.receivedUpToMs + 1;
+    horizonMs = Math.min(horizonMs, cut - modulo(cut, rollupReceiveMs));
+  }
+  if (horizonMs <= 0) return null;
+  const declared = meter.group_by ?? [];
+  return {
+    meter: meter.key,
+    version: meter.version,
+    horizonMs,
+    excludedTokens: chain.excludedTokens,
+    groupColumns: groupBy.map((g) => declared.indexOf(g)),
+  };
+}
+
 /**
  * Runs a query over `events` collapsing exactly the ids the sink recorded as rewritten (none,
  * usually: then it is one plain scan). The records are counted before and after the query
@@ -243,7 +303,7 @@ async function withRewrites<T>(
 }
 
 /** {@link withRewrites} with the count of records in scope given as its SQL. */
-async function withRewritesCounted<T>(
+export async function withRewritesCounted<T>(
   deps: UsageDeps,
   countSql: string,
   run: (collapse: Collapse) => Promise<T>,
@@ -647,22 +707,59 @@ export async function queryTotals(
   const watermark = await deps.watermarks.current();
   const totals = req.meters.map(() => new Map<string, UsageTotal>());
   if (specs.length === 0) return { watermark: new Date(watermark).toISOString(), totals };
-  const rows = await withRewritesCounted(deps, usageTotalsRewriteCount(deps.database, specs), (collapse) =>
-    queryRows<Record<string, string>>(deps.clickhouse, usageTotals(deps.database, specs, collapse)),
+  // Meters with a built rollup: one small read each (rollup + open tail) with the same value
+  // rules; the others share one scan of the events as before.
+  const raw: number[] = [];
+  for (const [i, { spec, agg }] of specs.entries()) {
+    const meter = req.meters[i]!;
+    const windows = windowsOf(req.fromMs, req.toMs, undefined, "UTC");
+    const rollup = await rollupScopeOf(deps, { ...req, meter }, [], windows);
+    if (rollup === null) {
+      raw.push(i);
+      continue;
+    }
+    const rows = await withRewrites(deps, spec, "range", (collapse) =>
+      queryRows<Record<string, string>>(
+        deps.clickhouse,
+        usageRollupAggregate(
+          deps.database,
+          { ...spec, receivedFromMs: rollup.horizonMs },
+          agg,
+          rollup,
+          maxUsageRows * 100,
+          collapse,
+        ),
+      ),
+    );
+    for (const r of rows) {
+      const value = r.valid === "0" && spec.numeric ? null : normalize(agg, r.value ?? null);
+      totals[i]!.set(r.u_c ?? "", {
+        value,
+        eventCount: Number(r.ev_n),
+        idDigest: digestHex(BigInt(r.ev_d1 ?? "0"), BigInt(r.ev_d2 ?? "0")),
+      });
+    }
+    await yieldEvery(rows.length);
+  }
+  if (raw.length === 0) return { watermark: new Date(watermark).toISOString(), totals };
+  const rawSpecs = raw.map((i) => specs[i]!);
+  const rows = await withRewritesCounted(deps, usageTotalsRewriteCount(deps.database, rawSpecs), (collapse) =>
+    queryRows<Record<string, string>>(deps.clickhouse, usageTotals(deps.database, rawSpecs, collapse)),
   );
   for (const r of rows) {
     const customer = r.u_c ?? "";
-    specs.forEach(({ spec, agg }, i) => {
-      const n = Number(r[`n${i}`]);
+    rawSpecs.forEach(({ spec, agg }, j) => {
+      const i = raw[j]!;
+      const n = Number(r[`n${j}`]);
       if (n === 0) return;
-      const value = r[`ok${i}`] === "0" && spec.numeric ? null : normalize(agg, r[`v${i}`] ?? null);
+      const value = r[`ok${j}`] === "0" && spec.numeric ? null : normalize(agg, r[`v${j}`] ?? null);
       totals[i]!.set(customer, {
         value,
         eventCount: n,
-        idDigest: digestHex(BigInt(r[`d1${i}`] ?? "0"), BigInt(r[`d2${i}`] ?? "0")),
+        idDigest: digestHex(BigInt(r[`d1${j}`] ?? "0"), BigInt(r[`d2${j}`] ?? "0")),
       });
     });
-    await yieldEvery(specs.length);
+    await yieldEvery(rawSpecs.length);
   }
   return { watermark: new Date(watermark).toISOString(), totals };
 }
@@ -705,7 +802,7 @@ function evidenceSpec(req: UsageRequest): UsageSpec {
 }
 
 /** The SQL-level spec of a request: the one translation of a meter into what events count. */
-function usageSpec(req: UsageRequest, groupBy: string[], bucket: UsageSpec["bucket"]): UsageSpec {
+export function usageSpec(req: UsageRequest, groupBy: string[], bucket: UsageSpec["bucket"]): UsageSpec {
   const { meter } = req;
   return {
     eventType: meter.event_type,
