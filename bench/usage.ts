@@ -52,7 +52,13 @@ import {
   type ClickHouseClient,
 } from "../src/clickhouse/index.js";
 import { startClickHouse, type ServerProcess } from "../src/dev/servers.js";
-import { queryUsage, type UsageDeps, type UsageRequest, type UsageResult } from "../src/usage/index.js";
+import {
+  fillRollup,
+  queryUsage,
+  type UsageDeps,
+  type UsageRequest,
+  type UsageResult,
+} from "../src/usage/index.js";
 import { intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup } from "./lib/children.js";
 import { CpuMeter, machineCoresBusy, round } from "./lib/proc.js";
@@ -474,7 +480,8 @@ interface Timed {
   id: string;
   who: "biggest" | "median";
   kind: KindKey | "count_month";
-  path: "tally" | "bare";
+  /** tally: queryUsage (rollup + open tail); raw: queryUsage with the rollup off; bare: SQL without dedup. */
+  path: "tally" | "raw" | "bare";
   run(): Promise<number>;
   ms: number[];
   rows: number;
@@ -634,6 +641,17 @@ GROUP BY customer ORDER BY count() DESC, customer`,
       `median ${picked.median.customer} (${Number(picked.median.n).toLocaleString("en-US")})`,
   );
 
+  // The rollup: built once for each meter the bench reads (what a new meter version's first
+  // background fill does), timed. The watermark stub is now, so every event's hour is closed.
+  const rollupFill: Record<string, number> = {};
+  for (const m of new Set([...kinds.map((k) => k.request("x").meter), allRequest.meter])) {
+    const t = performance.now();
+    const out = await fillRollup(deps, m, { settleMs: 0 });
+    rollupFill[m.key] = round((performance.now() - t) / 1000, 1);
+    progress(`rollup of ${m.key} v${m.version}: ${out.kind} in ${rollupFill[m.key]} s`);
+  }
+  const rawDeps: UsageDeps = { ...deps, rollups: "off" };
+
   // The SQL queryUsage sends, captured once per question (for the anatomy and the report).
   const tallySql = new Map<string, string>();
   const lastAnswer = new Map<string, UsageResult>();
@@ -657,7 +675,7 @@ GROUP BY customer ORDER BY count() DESC, customer`,
     const mine: Timed[] = [];
     const add = (kind: Timed["kind"], path: Timed["path"], fn: () => Promise<number>) =>
       mine.push({
-        id: `${who}.${kind}${path === "bare" ? ".bare" : ""}`,
+        id: `${who}.${kind}${path === "tally" ? "" : `.${path}`}`,
         who,
         kind,
         path,
@@ -672,6 +690,7 @@ GROUP BY customer ORDER BY count() DESC, customer`,
         lastAnswer.set(`${who}.${k.key}`, r);
         return r.data.length;
       });
+      add(k.key, "raw", async () => (await queryUsage(rawDeps, req)).data.length);
       const bare = k.bare(customer);
       add(k.key, "bare", async () => (await queryRows(ch, bare)).length);
     }
@@ -687,6 +706,7 @@ GROUP BY customer ORDER BY count() DESC, customer`,
   progress(`all customers for the month (sum of tokens, no window): ${a.allRuns} runs each`);
   const all = {
     tally_ms: [] as (number | null)[],
+    raw_ms: [] as number[],
     bare_ms: [] as number[],
     rows: 0,
     bare_rows: 0,
@@ -711,9 +731,14 @@ GROUP BY customer ORDER BY count() DESC, customer`,
       }
     }
     t = performance.now();
+    await queryUsage(rawDeps, allRequest);
+    all.raw_ms.push(round(performance.now() - t, 1));
+    t = performance.now();
     all.bare_rows = (await queryRows(ch, allBare)).length;
     all.bare_ms.push(round(performance.now() - t, 1));
-    progress(`  run ${i + 1}: queryUsage ${all.tally_ms[i] ?? "-"} ms, bare ${all.bare_ms[i]} ms`);
+    progress(
+      `  run ${i + 1}: queryUsage ${all.tally_ms[i] ?? "-"} ms, raw ${all.raw_ms[i]} ms, bare ${all.bare_ms[i]} ms`,
+    );
   }
   cpuByPhase["all customers"] = renameSelf(cpu.end());
   tallySql.set("all", eventsSql(allRec.sql));
@@ -786,8 +811,10 @@ WHERE ${customerMonth(c)} GROUP BY bucket ORDER BY bucket`;
     target_p99_ms: targetP99Ms,
     target_met: Object.fromEntries(tallyOne.map((s) => [s.id, stats(s.ms).p99 <= targetP99Ms])),
     p99_ms: p99,
+    rollup_fill_s: rollupFill,
     all_customers_ms: {
       queryUsage: all.tally_ms,
+      queryUsage_rollup_off: all.raw_ms,
       bare: all.bare_ms,
       rows: all.rows,
       bare_rows: all.bare_rows,
@@ -854,6 +881,7 @@ type Report = {
   machine: ReturnType<typeof machineInfo>;
   all_customers_ms: {
     queryUsage: (number | null)[];
+    queryUsage_rollup_off: number[];
     bare: number[];
     rows: number;
     bare_rows: number;
@@ -907,7 +935,7 @@ function printReport(
     rows.push([
       s.who,
       label,
-      s.path === "tally" ? "queryUsage" : "bare SQL",
+      s.path === "tally" ? "queryUsage" : s.path === "raw" ? "queryUsage, rollup off" : "bare SQL",
       fmt(s.rows),
       fmt(st.p50, 1),
       fmt(st.p95, 1),
@@ -924,6 +952,7 @@ function printReport(
   console.log(
     `  queryUsage: ${all.error !== null && all.queryUsage.every((v) => v === null) ? `FAILED: ${all.error}` : `${all.queryUsage.map((v) => (v === null ? "failed" : fmt(v))).join(", ")} (${fmt(all.rows)} rows)`}`,
   );
+  console.log(`  queryUsage, rollup off: ${all.queryUsage_rollup_off.map((v) => fmt(v)).join(", ")}`);
   console.log(`  bare SQL:   ${all.bare.map((v) => fmt(v)).join(", ")} (${fmt(all.bare_rows)} rows)`);
 
   if (r.anatomy.length > 0) {

@@ -216,14 +216,18 @@ const windows: (WindowSize | undefined)[] = [undefined, "hour", "day", "month"];
 const groupBys: string[][] = [[], ["region"], ["tier", "region"]];
 const cuts: (number | undefined)[] = [undefined, T1 - 1, T1 + 5 * HOUR + 1234, T2 + 2 * HOUR];
 
-/** A deterministic spread of requests over every meter, zone, window, group-by, customer and cut. */
+/**
+ * A deterministic spread of requests: every meter × every window, with the zone, group-by,
+ * customer and cut rotating (28 requests; every zone, group-by and cut is hit by several).
+ */
 function requests(): UsageRequest[] {
   const out: UsageRequest[] = [];
   let i = 0;
   for (const m of meters) {
-    for (const tz of zones) {
-      for (const w of windows) {
+    for (const w of windows) {
+      {
         i++;
+        const tz = zones[(i + meters.indexOf(m)) % zones.length]!;
         const groupBy = groupBys[i % groupBys.length]!.filter((g) => (m.group_by ?? []).includes(g));
         const start = DateTime.fromMillis(Date.UTC(2026, 9, 1), { zone: tz }).startOf("month");
         out.push({
