@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { DateTime } from "luxon";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Meter } from "../src/catalog/index.js";
@@ -148,6 +149,7 @@ let ch: ClickHouseClient;
 let chdb: Chdb;
 const engines: Engine[] = [];
 let db: string;
+let chConfig: unknown;
 
 /** Receive hours: T1 filled first; T2 after late events arrive; the tail after T2 never filled. */
 const T1 = Date.UTC(2026, 10, 1, 12);
@@ -183,6 +185,7 @@ const copiesOf = (rows: readonly Row[], every: number, shift: number) =>
 beforeAll(async () => {
   const config = testConfig();
   db = config.clickhouse.database;
+  chConfig = config.clickhouse;
   ch = createClickHouse(config.clickhouse);
   await migrate(ch, db);
   chdb = await openChdb();
@@ -355,6 +358,48 @@ describe("usage rollup", () => {
       );
       expect(orphans!.n).toBe("2");
     }
+  }, 60_000);
+
+  it("a fill process SIGKILLed between writing its rows and recording them counts nothing", async () => {
+    const m = { ...meters[3]!, version: 9 };
+    const e = engines[0]!;
+    const req: UsageRequest = {
+      meter: m,
+      fromMs: Date.UTC(2026, 9, 1),
+      toMs: Date.UTC(2026, 10, 1),
+      window: "hour",
+      tz: "Asia/Kathmandu",
+      groupBy: ["tier"],
+    };
+    const child = spawn(
+      process.execPath,
+      [
+        "dist/test/fixtures/rollup-fill-child.js",
+        JSON.stringify(chConfig),
+        db,
+        JSON.stringify(m),
+        String(T2),
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const exit = await new Promise<NodeJS.Signals | number | null>((r) =>
+      child.once("exit", (code, sig) => r(sig ?? code)),
+    );
+    expect(exit).toBe("SIGKILL");
+    const [written] = await queryRows<{ n: string }>(
+      ch,
+      `SELECT toString(count()) AS n FROM ${db}.usage_rollup WHERE meter = 'high' AND meter_version = 9`,
+    );
+    expect(Number(written!.n)).toBeGreaterThan(0);
+    expect(await readChain(ch, db, m)).toBeNull();
+    const raw = await queryUsage(e.raw, req);
+    expect(await queryUsage(e.deps, req)).toEqual(raw);
+    expect(await fillRollup(e.deps, m, { watermarkMs: T2, settleMs })).toMatchObject({
+      kind: "filled",
+      fromMs: 0,
+      toMs: T2,
+    });
+    expect(await queryUsage(e.deps, req)).toEqual(raw);
   }, 60_000);
 
   it("a new meter version reads raw until its rollup is built, then the rollup", async () => {
