@@ -660,25 +660,80 @@ export const rollupDimensions = 5;
 const floorTo = (x: string, m: number) => `toInt64(${x} - (((${x} % ${lit(m)}) + ${lit(m)}) % ${lit(m)}))`;
 
 /**
+ * The partial columns a reader or a fill needs, besides `n` (events, always: valid/invalid and
+ * `count`). Each aggregation reads only its own: a count never touches the uniqExact states
+ * (the widest column by far), a sum never the `latest` triple. `evidence`: the digest sums
+ * `d1`/`d2` (the close's totals only; an SHA-256 per event to compute).
+ */
+export interface RollupColumns {
+  ok: boolean;
+  s: boolean;
+  mn: boolean;
+  mx: boolean;
+  latest: boolean;
+  uq: boolean;
+  evidence: boolean;
+}
+
+/** What an aggregation reads (`numeric`: valid/invalid need `ok`). */
+export function rollupColumnsFor(agg: SqlAggregation, numeric: boolean, evidence: boolean): RollupColumns {
+  return {
+    ok: numeric || agg === "min" || agg === "max",
+    s: agg === "sum",
+    mn: agg === "min",
+    mx: agg === "max",
+    latest: agg === "latest",
+    uq: agg === "unique_count",
+    evidence,
+  };
+}
+
+/** The partial column names of a {@link RollupColumns}, in table order, after `eb` and `n`. */
+function rollupColumnNames(c: RollupColumns): string[] {
+  return [
+    ...(c.ok ? ["ok"] : []),
+    ...(c.s ? ["s"] : []),
+    ...(c.mn ? ["mn"] : []),
+    ...(c.mx ? ["mx"] : []),
+    ...(c.latest ? ["l_ts", "l_id", "l_v"] : []),
+    ...(c.uq ? ["uq"] : []),
+    ...(c.evidence ? ["d1", "d2"] : []),
+  ];
+}
+
+/**
  * The rollup's partial aggregates over a spec's events (collapsed like every usage read): per
  * customer, group (`u_g*` as `s.groupBy` names them), 15-minute event bucket `eb` and receive
- * hour `rb`. Columns: `n` events, `ok` with a plain-decimal value, `s`/`mn`/`mx` their sum, min
- * and max (Decimal128(9)), `l_ts`/`l_id`/`l_v` the newest event by (time, id) as `latest` orders
- * them, `uq` the uniqExact state of the values (exact and mergeable across buckets), `d1`/`d2`
- * the evidence digest sums (modulo 2^64, so they add up across buckets). One builder for both
- * the fill and the open tail, so the two can never disagree on what a row contributes.
+ * hour `rb`. Columns (only those `c` asks for, besides `n`): `n` events, `ok` with a
+ * plain-decimal value, `s`/`mn`/`mx` their sum, min and max (Decimal128(9)), `l_ts`/`l_id`/`l_v`
+ * the newest event by (time, id) as `latest` orders them, `uq` the uniqExact state of the values
+ * (exact and mergeable across buckets), `d1`/`d2` the evidence digest sums (modulo 2^64, so they
+ * add up across buckets). One builder for both the fill and the open tail, so the two can never
+ * disagree on what a row contributes.
  */
-function rollupPartials(db: string, s: UsageSpec, agg: SqlAggregation | "all", collapse: Collapse): string {
+function rollupPartials(db: string, s: UsageSpec, c: RollupColumns, collapse: Collapse): string {
   const dec = `toDecimal128(if(u_ok, u_v, '0'), 9)`;
   const groups = s.groupBy.map((_, i) => `u_g${i}, `).join("");
-  const want = (a: SqlAggregation) => agg === "all" || agg === a;
   const h = "SHA256(u_id)";
+  const cols = [
+    "count() AS n",
+    ...(c.ok ? ["countIf(u_ok) AS ok"] : []),
+    ...(c.s ? [`sumIf(${dec}, u_ok) AS s`] : []),
+    ...(c.mn ? [`minIf(${dec}, u_ok) AS mn`] : []),
+    ...(c.mx ? [`maxIf(${dec}, u_ok) AS mx`] : []),
+    ...(c.latest
+      ? ["max(u_ts) AS l_ts", "argMax(u_id, (u_ts, u_id)) AS l_id", "argMax(u_v, (u_ts, u_id)) AS l_v"]
+      : []),
+    ...(c.uq ? ["uniqExactState(u_v) AS uq"] : []),
+    ...(c.evidence
+      ? [
+          `sum(reinterpretAsUInt64(substring(${h}, 1, 8))) AS d1`,
+          `sum(reinterpretAsUInt64(substring(${h}, 9, 8))) AS d2`,
+        ]
+      : []),
+  ];
   return `SELECT u_c, ${groups}${floorTo("u_ts", rollupBucketMs)} AS eb, ${floorTo("u_r", rollupReceiveMs)} AS rb,
-  count() AS n, countIf(u_ok) AS ok,
-  sumIf(${dec}, u_ok) AS s, minIf(${dec}, u_ok) AS mn, maxIf(${dec}, u_ok) AS mx,
-  ${want("latest") ? "max(u_ts) AS l_ts, argMax(u_id, (u_ts, u_id)) AS l_id, argMax(u_v, (u_ts, u_id)) AS l_v" : "toInt64(0) AS l_ts, '' AS l_id, '' AS l_v"},
-  uniqExactState(${want("unique_count") ? "u_v" : "''"}) AS uq,
-  sum(reinterpretAsUInt64(substring(${h}, 1, 8))) AS d1, sum(reinterpretAsUInt64(substring(${h}, 9, 8))) AS d2
+  ${cols.join(", ")}
 FROM (${dedupedEvents(db, s, "range", collapse)})
 GROUP BY u_c, ${groups}eb, rb`;
 }
@@ -707,12 +762,18 @@ export function rollupFill(
   meter: { key: string; version: number },
   token: string,
   collapse: Collapse,
+  agg: SqlAggregation,
 ): string {
   if (s.groupBy.length > rollupDimensions) throw new Error("a meter declares at most 5 dimensions");
   const g = Array.from({ length: rollupDimensions }, (_, i) => (i < s.groupBy.length ? `u_g${i}` : "''"));
-  return `INSERT INTO ${ident(db)}.usage_rollup (meter, meter_version, token, rb, customer, g0, g1, g2, g3, g4, eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2)
-SELECT ${lit(meter.key)}, ${lit(meter.version)}, ${lit(token)}, rb, u_c, ${g.join(", ")}, eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2
-FROM (${rollupPartials(db, s, "all", collapse)})`;
+  // Only the meter's own aggregation's partials (and the close's evidence): the columns left
+  // out take their defaults (an empty uniqExact state, zeros), which no read of this meter
+  // version looks at. A unique_count fill is the only one that builds distinct-value states.
+  const c = rollupColumnsFor(agg, s.numeric, true);
+  const cols = ["eb", "n", ...rollupColumnNames(c)].join(", ");
+  return `INSERT INTO ${ident(db)}.usage_rollup (meter, meter_version, token, rb, customer, g0, g1, g2, g3, g4, ${cols})
+SELECT ${lit(meter.key)}, ${lit(meter.version)}, ${lit(token)}, rb, u_c, ${g.join(", ")}, ${cols}
+FROM (${rollupPartials(db, s, c, collapse)})`;
 }
 
 /** Records a fill unit once its rows are written: from now on readers count them. */
@@ -748,9 +809,12 @@ export function usageRollupAggregate(
   r: RollupScope,
   maxRows: number,
   collapse: Collapse = { kind: "all" },
+  evidence = false,
 ): string {
   const groups = s.groupBy.map((_, i) => `u_g${i}, `).join("");
-  const cols = "eb, n, ok, s, mn, mx, l_ts, l_id, l_v, uq, d1, d2";
+  // Only the columns this aggregation merges: MergeTree reads a column only if it is named.
+  const c = rollupColumnsFor(agg, s.numeric, evidence);
+  const cols = ["eb", "n", ...rollupColumnNames(c)].join(", ");
   const meter = `meter = ${lit(r.meter)} AND meter_version = ${lit(r.version)}`;
   const where = [
     meter,
@@ -763,9 +827,10 @@ export function usageRollupAggregate(
   else if (s.customers !== undefined) where.push(`customer IN (${s.customers.map(lit).join(",") || "''"})`);
   const rolled = `SELECT customer AS u_c, ${r.groupColumns.map((j, i) => `g${j} AS u_g${i}, `).join("")}${cols}
   FROM ${ident(db)}.usage_rollup WHERE ${where.join(" AND ")}`;
-  const tail = `SELECT u_c, ${groups}${cols} FROM (${rollupPartials(db, s, agg, collapse)})`;
+  const tail = `SELECT u_c, ${groups}${cols} FROM (${rollupPartials(db, s, c, collapse)})`;
   const value: Record<SqlAggregation, string> = {
     count: "toString(sum(n))",
+    // sum(s) over no row with a value is 0 like the raw path's sumIf.
     sum: "toString(sum(s))",
     min: "toString(minIf(mn, ok > 0))",
     max: "toString(maxIf(mx, ok > 0))",
@@ -776,8 +841,9 @@ export function usageRollupAggregate(
   return `SELECT ${groupCols(s)
     .map((k) => `${k}, `)
     .join("")}${bucketExpr(s.bucket, "eb")} AS bucket, ${value[agg]} AS value,
-  toString(${s.numeric ? "sum(ok)" : "sum(n)"}) AS valid, toString(${s.numeric ? "sum(n) - sum(ok)" : "0"}) AS invalid,
-  toString(sum(n)) AS ev_n, toString(sum(d1)) AS ev_d1, toString(sum(d2)) AS ev_d2
+  toString(${s.numeric ? "sum(ok)" : "sum(n)"}) AS valid, toString(${s.numeric ? "sum(n) - sum(ok)" : "0"}) AS invalid${
+    evidence ? ",\n  toString(sum(n)) AS ev_n, toString(sum(d1)) AS ev_d1, toString(sum(d2)) AS ev_d2" : ""
+  }
 FROM (${rolled}
   UNION ALL
   ${tail})

@@ -6,6 +6,7 @@ import {
   rollupReceiveMs,
   rollupRecordFill,
   usageRewriteCount,
+  type SqlAggregation,
 } from "../clickhouse/index.js";
 import type { Logger } from "../observability/index.js";
 import { readChain } from "./rollup-chain.js";
@@ -77,7 +78,14 @@ export async function fillRollup(
   const recorded = async () => Number((await queryRows<{ n: string }>(deps.clickhouse, countSql))[0]?.n ?? 0);
   const before = await recorded();
   await deps.clickhouse.command({
-    query: rollupFill(deps.database, spec, meter, token, { kind: before === 0 ? "none" : "recorded" }),
+    query: rollupFill(
+      deps.database,
+      spec,
+      meter,
+      token,
+      { kind: before === 0 ? "none" : "recorded" },
+      meter.aggregation as SqlAggregation,
+    ),
   });
   if ((await recorded()) !== before) return { kind: "retry" };
   await opts.beforeRecord?.();
