@@ -170,6 +170,16 @@ export const envSchema = z.object({
     .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
     .default("1h"),
 
+  /**
+   * How often the close role (its leader only) extends every meter's usage rollup to the newest
+   * closed receive hour (`src/usage/README.md`, Rollup); the first round runs one interval after
+   * the start. `0s` = never (reads then take the raw path: same answers, slower).
+   */
+  TALLY_ROLLUP_INTERVAL: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30s, 5m or 1h (0s = off)")
+    .default("5m"),
+
   TALLY_DEV_MODE: bool(false),
   /**
    * Fault injection for crash tests only: the sink SIGKILLs itself right after its Nth
@@ -253,6 +263,8 @@ export interface Config {
   stripe: StripeConfig;
   /** TALLY_RECONCILE_*: 0 = no scheduled run. */
   reconcile: { intervalMs: number; settleMs: number };
+  /** TALLY_ROLLUP_INTERVAL: 0 = no background fill. */
+  rollup: { intervalMs: number };
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -379,6 +391,7 @@ export function toConfig(e: Env): Config {
       intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),
       settleMs: parseDuration(e.TALLY_RECONCILE_SETTLE),
     },
+    rollup: { intervalMs: parseDuration(e.TALLY_ROLLUP_INTERVAL) },
   };
 }
 

@@ -7,6 +7,7 @@ import { openStripePusher } from "../connectors/stripe/index.js";
 import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
+import { RollupFiller } from "../usage/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running close role. */
@@ -129,6 +130,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
 
   let timer: NodeJS.Timeout | null = null;
   let renew: NodeJS.Timeout | null = null;
+  let filler: RollupFiller | null = null;
   if (loop) {
     const tick = () =>
       void runOnce()
@@ -141,6 +143,19 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     timer = setInterval(tick, config.close.intervalMs);
     // Keep the lease while a long close runs (the tick renews it too).
     renew = setInterval(() => void lease.acquireOrRenew().catch(() => undefined), 5000);
+    // One rollup filler per database: the leader's (a lost lease stops it between meters).
+    if (config.rollup.intervalMs > 0) {
+      const usage = { clickhouse, database: config.clickhouse.database, watermarks };
+      filler = new RollupFiller(
+        usage,
+        () => catalog.list(),
+        log,
+        config.rollup.intervalMs,
+        undefined,
+        () => lease.held(),
+      );
+      filler.start();
+    }
   }
   return {
     runOnce,
@@ -149,6 +164,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     async stop() {
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
+      await filler?.stop();
       await running.catch(() => undefined);
       await reconciling.catch(() => undefined);
       reconciler?.stop();

@@ -97,7 +97,8 @@ export async function fillRollup(
  * Keeps every meter's rollup filled up to the newest closed hour, in the background: each round
  * fills each current meter version (a new version builds its history first; reads take the raw
  * path until then). Run ONE filler per database: two would not double count (readers pick one
- * chain of units) but would do the work twice.
+ * chain of units) but would do the work twice. The close role runs it under its leader lease
+ * (`when` = the lease is held; `TALLY_ROLLUP_INTERVAL`).
  */
 export class RollupFiller {
   private timer: NodeJS.Timeout | null = null;
@@ -109,11 +110,16 @@ export class RollupFiller {
     private readonly log: Logger,
     private readonly intervalMs = 60_000,
     private readonly settleMs = defaultRollupSettleMs,
+    /** Checked before each round (and each meter): false skips it (e.g. not the leader). */
+    private readonly when: () => boolean = () => true,
   ) {}
 
   /** One round over every meter; errors are logged and retried next round. */
   async round(): Promise<void> {
     for (const meter of this.meters()) {
+      // A lost lease stops the round between meters: a fill already running finishes (a racing
+      // filler costs work, never a double count).
+      if (!this.when()) return;
       try {
         const out = await fillRollup(this.deps, meter, { settleMs: this.settleMs });
         if (out.kind === "filled") {
@@ -128,6 +134,10 @@ export class RollupFiller {
     }
   }
 
+  /**
+   * Runs a round every `intervalMs`, the first one interval after the start (lazy: a process
+   * that starts and stops within an interval, such as a test, never fills).
+   */
   start(): void {
     const tick = () => {
       this.running = this.round().finally(() => {
@@ -135,7 +145,7 @@ export class RollupFiller {
         if (this.timer !== null) this.timer = setTimeout(tick, this.intervalMs);
       });
     };
-    this.timer = setTimeout(tick, 0);
+    this.timer = setTimeout(tick, this.intervalMs);
   }
 
   async stop(): Promise<void> {
