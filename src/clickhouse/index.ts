@@ -24,6 +24,7 @@ export {
   usageRollupAggregate,
   rollupFill,
   rollupFills,
+  rollupTailProbe,
   rollupRecordFill,
   rollupBucketMs,
   rollupReceiveMs,

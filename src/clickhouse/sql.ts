@@ -748,6 +748,26 @@ export interface RollupScope {
   excludedTokens: readonly string[];
   /** Per requested group (`s.groupBy[i]`), the rollup column `g{j}` holding it. */
   groupColumns: readonly number[];
+  /**
+   * The event times the open tail can hold (from {@link rollupTailProbe}): null = no event in
+   * scope was received at or after the horizon, so the statement reads the rollup alone.
+   * @default the request's range
+   */
+  tail?: { fromMs: number; toMs: number } | null | undefined;
+}
+
+/**
+ * What the open tail of a rollup read holds: `n` events of the spec's customer(s), type and
+ * range received at or after `horizonMs` (and at or before the receive cut), and their first
+ * and last event time. Reads only key columns and `received`. An event missing from it was
+ * written after the probe, so it was received after the watermark the caller read first (or it
+ * is a copy of an id the probe saw, with the same time): leaving it out keeps "complete up to
+ * the watermark" true and never counts a copy.
+ */
+export function rollupTailProbe(db: string, s: UsageSpec, horizonMs: number): string {
+  const where = [...scopeWhere(s, "range"), `received >= ${lit(horizonMs)}`];
+  if (s.receivedUpToMs !== undefined) where.push(`received <= ${lit(s.receivedUpToMs)}`);
+  return `SELECT toString(count()) AS n, toString(min(ts)) AS lo, toString(max(ts)) AS hi FROM ${ident(db)}.events WHERE ${where.join(" AND ")}`;
 }
 
 /**
@@ -827,7 +847,15 @@ export function usageRollupAggregate(
   else if (s.customers !== undefined) where.push(`customer IN (${s.customers.map(lit).join(",") || "''"})`);
   const rolled = `SELECT customer AS u_c, ${r.groupColumns.map((j, i) => `g${j} AS u_g${i}, `).join("")}${cols}
   FROM ${ident(db)}.usage_rollup WHERE ${where.join(" AND ")}`;
-  const tail = `SELECT u_c, ${groups}${cols} FROM (${rollupPartials(db, s, c, collapse)})`;
+  // The tail only over the event times the probe found (rows of one id share their time).
+  const narrowed =
+    r.tail === undefined || r.tail === null
+      ? s
+      : { ...s, fromMs: Math.max(s.fromMs, r.tail.fromMs), toMs: Math.min(s.toMs, r.tail.toMs) };
+  const tail =
+    r.tail === null
+      ? ""
+      : `\n  UNION ALL\n  SELECT u_c, ${groups}${cols} FROM (${rollupPartials(db, narrowed, c, collapse)})`;
   const value: Record<SqlAggregation, string> = {
     count: "toString(sum(n))",
     // sum(s) over no row with a value is 0 like the raw path's sumIf.
@@ -844,9 +872,7 @@ export function usageRollupAggregate(
   toString(${s.numeric ? "sum(ok)" : "sum(n)"}) AS valid, toString(${s.numeric ? "sum(n) - sum(ok)" : "0"}) AS invalid${
     evidence ? ",\n  toString(sum(n)) AS ev_n, toString(sum(d1)) AS ev_d1, toString(sum(d2)) AS ev_d2" : ""
   }
-FROM (${rolled}
-  UNION ALL
-  ${tail})
+FROM (${rolled}${tail})
 GROUP BY ${keys.join(", ")}
 ORDER BY ${keys.join(", ")}
 LIMIT ${lit(Math.trunc(maxRows))}`;

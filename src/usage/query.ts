@@ -13,6 +13,7 @@ import {
   usageRollupAggregate,
   rollupBucketMs,
   rollupReceiveMs,
+  rollupTailProbe,
   usageTotals,
   usageTotalsRewriteCount,
   type ClickHouseClient,
@@ -280,6 +281,15 @@ async function rollupScopeOf(
     horizonMs = Math.min(horizonMs, cut - modulo(cut, rollupReceiveMs));
   }
   if (horizonMs <= 0) return null;
+  // Which event times the open tail holds; none (a closed period: the usual read of a past
+  // month) = the statement skips the raw events entirely.
+  const probe = rollupTailProbe(
+    deps.database,
+    { ...usageSpec(req, [], { size: "none", tz: "UTC" }) },
+    horizonMs,
+  );
+  const [p] = await queryRows<{ n: string; lo: string; hi: string }>(deps.clickhouse, probe);
+  const tail = p === undefined || p.n === "0" ? null : { fromMs: Number(p.lo), toMs: Number(p.hi) + 1 };
   const declared = meter.group_by ?? [];
   return {
     meter: meter.key,
@@ -287,6 +297,7 @@ async function rollupScopeOf(
     horizonMs,
     excludedTokens: chain.excludedTokens,
     groupColumns: groupBy.map((g) => declared.indexOf(g)),
+    tail,
   };
 }
 
