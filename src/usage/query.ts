@@ -177,17 +177,17 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
     invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf, limit);
   } else {
     const agg = meter.aggregation as SqlAggregation;
-    // The chain read runs alongside the first rewrite count (two independent small reads):
-    // the rollup costs no extra round trip before the usage statement.
-    const scope = rollupScopeOf(deps, req, groupBy, windows);
-    scope.catch(() => undefined);
-    const rows = await withRewrites(deps, spec, "range", async (collapse) => {
-      const rollup = await scope;
-      return queryRows<Record<string, string>>(
-        deps.clickhouse,
-        rollup === null
-          ? usageAggregate(deps.database, spec, agg, limit + 1, collapse)
-          : usageRollupAggregate(
+    const rollup = await rollupScopeOf(deps, req, groupBy, windows);
+    const rows =
+      rollup === null
+        ? await withRewrites(deps, spec, "range", (collapse) =>
+            queryRows<Record<string, string>>(
+              deps.clickhouse,
+              usageAggregate(deps.database, spec, agg, limit + 1, collapse),
+            ),
+          )
+        : await rollupRows(deps, spec, rollup, (collapse) =>
+            usageRollupAggregate(
               deps.database,
               { ...spec, receivedFromMs: rollup.horizonMs },
               agg,
@@ -195,8 +195,7 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
               limit + 1,
               collapse,
             ),
-      );
-    });
+          );
     if (rows.length > limit) tooManyRows(limit);
     for (const r of rows) {
       invalid += Number(r.invalid);
@@ -299,6 +298,25 @@ async function rollupScopeOf(
     groupColumns: groupBy.map((g) => declared.indexOf(g)),
     tail,
   };
+}
+
+/**
+ * Runs a rollup read. Without an open tail the statement reads no events, so no rewrite can
+ * matter: one statement. With one, the rewrite records are counted over the tail's event
+ * times only (rows of an id share their time, so a copy outside them is never read): usually
+ * none there, and the tail is a plain scan.
+ */
+async function rollupRows(
+  deps: UsageDeps,
+  spec: UsageSpec,
+  rollup: RollupScope,
+  statement: (collapse: Collapse) => string,
+): Promise<Record<string, string>[]> {
+  const run = (collapse: Collapse) => queryRows<Record<string, string>>(deps.clickhouse, statement(collapse));
+  const tail = rollup.tail;
+  if (tail === null) return run({ kind: "none" });
+  const scope = tail === undefined ? spec : { ...spec, fromMs: tail.fromMs, toMs: tail.toMs };
+  return withRewrites(deps, scope, "range", run);
 }
 
 /**
@@ -733,18 +751,15 @@ export async function queryTotals(
       raw.push(i);
       continue;
     }
-    const rows = await withRewrites(deps, spec, "range", (collapse) =>
-      queryRows<Record<string, string>>(
-        deps.clickhouse,
-        usageRollupAggregate(
-          deps.database,
-          { ...spec, receivedFromMs: rollup.horizonMs },
-          agg,
-          rollup,
-          maxUsageRows * 100,
-          collapse,
-          true,
-        ),
+    const rows = await rollupRows(deps, spec, rollup, (collapse) =>
+      usageRollupAggregate(
+        deps.database,
+        { ...spec, receivedFromMs: rollup.horizonMs },
+        agg,
+        rollup,
+        maxUsageRows * 100,
+        collapse,
+        true,
       ),
     );
     for (const r of rows) {
