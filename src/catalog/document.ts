@@ -91,7 +91,10 @@ export function validateCatalogDocument(doc: unknown, stored: CatalogLookup): Ca
     ...(r.success ? [] : issuesFromZod(r.error)),
     ...(a === undefined || a.success
       ? []
-      : issuesFromZod(a.error).map((i) => ({ ...i, path: i.path === "" ? "accounts" : `accounts.${i.path}` }))),
+      : issuesFromZod(a.error).map((i) => ({
+          ...i,
+          path: i.path === "" ? "accounts" : `accounts.${i.path}`,
+        }))),
   ];
   if (!r.success || (a !== undefined && !a.success)) throw new CatalogInputError(shapeIssues);
   const { accounts: _raw, ...rest } = r.data;

@@ -36,7 +36,12 @@ const kinds = {
   },
   // The chart of accounts: one object (`accounts.chart`), versioned like the others so a journal
   // entry can name the chart version it was posted with.
-  accounts: { noun: "chart of accounts", pointer: "accounts", history: "accounts_versions", parse: parseStoredChart },
+  accounts: {
+    noun: "chart of accounts",
+    pointer: "accounts",
+    history: "accounts_versions",
+    parse: parseStoredChart,
+  },
 } satisfies Record<string, VersionedKind<{ key: string }>>;
 
 /**

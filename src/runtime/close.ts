@@ -1,3 +1,4 @@
+import { openJournalPoster } from "../accounting/index.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -71,6 +72,8 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   // With TALLY_STRIPE_SECRET_KEY set, every close round is followed by a push of what it
   // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
   const pusher = await openStripePusher({ js, invoices, catalog, config, log });
+  // Then the journal: entries for what was finalized and paid, and recognitions that are due.
+  const poster = await openJournalPoster({ js, invoices, catalog, snapshots: deps.snapshots, config, log });
 
   let running: Promise<CloseReport | null> = Promise.resolve(null);
   const runOnce = (opts: { dryRun?: boolean; waitMs?: number } = {}) => {
@@ -101,6 +104,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
           (err: unknown) => log.error({ err }, "stripe push failed; the next round retries"),
         );
       }
+      if (!opts.dryRun) {
+        await poster.postDue().then(
+          (r) => r.configured && log.info({ posted: r.posted, errors: r.errors.length }, "journal posted"),
+          (err: unknown) => log.error({ err }, "journal posting failed; the next round retries"),
+        );
+      }
       return report;
     });
     return running;
@@ -124,6 +133,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
       await running.catch(() => undefined);
+      poster.stop();
       await lease.release();
       await catalog.close();
       await nc.drain();
