@@ -278,7 +278,7 @@ export class JournalPoster {
         return w.minus.length === 0 ? now : subtractDecimal(now, snaps[w.minus[k]!]!.quantity);
       });
       let m = out.get(w.doc);
-      if (m === undefined) out.set(w.doc, (m = new Map()));
+      if (m === undefined) out.set(w.doc, (m = new Map<number, string[]>()));
       m.set(w.line, q);
     }
     return out;

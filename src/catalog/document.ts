@@ -85,7 +85,7 @@ export function validateCatalogDocument(doc: unknown, stored: CatalogLookup): Ca
   const r = documentSchema.safeParse(doc, { reportInput: true });
   const a =
     "accounts" in doc
-      ? accountsSchema.safeParse((doc as { accounts: unknown }).accounts, { reportInput: true })
+      ? accountsSchema.safeParse(doc.accounts, { reportInput: true })
       : undefined;
   const shapeIssues = [
     ...(r.success ? [] : issuesFromZod(r.error)),
