@@ -97,7 +97,7 @@ export function allocate(amount: number, weights: readonly bigint[]): number[] |
     shares[i]! += 1n;
     left -= 1n;
   }
-  return shares.map((s) => sign * Number(s));
+  return shares.map((s) => Number(sign < 0 ? -s : s));
 }
 
 /** An exact decimal string (`12`, `-0.5`, `3.250`) as an integer scaled by 10^scale. */
