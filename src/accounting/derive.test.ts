@@ -24,7 +24,14 @@ const chart: Accounts = {
 };
 const iso = (ms: number) => new Date(ms).toISOString();
 
-function line(n: number, kind: LineKind, amount: number, from: number, to: number, price: string | null = null): InvoiceLine {
+function line(
+  n: number,
+  kind: LineKind,
+  amount: number,
+  from: number,
+  to: number,
+  price: string | null = null,
+): InvoiceLine {
   return {
     number: n,
     kind,
@@ -39,7 +46,12 @@ function line(n: number, kind: LineKind, amount: number, from: number, to: numbe
   };
 }
 
-function doc(lines: InvoiceLine[], period: [number, number], finalizedAt: number, extra: Partial<Invoice> = {}): Invoice {
+function doc(
+  lines: InvoiceLine[],
+  period: [number, number],
+  finalizedAt: number,
+  extra: Partial<Invoice> = {},
+): Invoice {
   const total = lines.reduce((s, l) => s + l.amount, 0);
   return {
     id: "inv_000000000000000000000001",
@@ -86,7 +98,11 @@ describe("documentEntry", () => {
 
   it("a November invoice finalized on December 1 is dated November 30; flat + usage + discount balance by hand", () => {
     const inv = doc(
-      [line(1, "flat", 4900, NOV, DEC, "base"), line(2, "usage", 1295, NOV, DEC, "calls"), line(3, "discount", -490, NOV, DEC)],
+      [
+        line(1, "flat", 4900, NOV, DEC, "base"),
+        line(2, "usage", 1295, NOV, DEC, "calls"),
+        line(3, "discount", -490, NOV, DEC),
+      ],
       [NOV, DEC],
       DEC + 3_600_000,
     );
@@ -133,11 +149,16 @@ describe("documentEntry", () => {
   });
 
   it("a credit note is the reversing entry: debit revenue, credit receivable", () => {
-    const cn = doc([line(1, "usage", -350, NOV, DEC, "calls")], [DEC, Date.UTC(2027, 0, 1)], Date.UTC(2027, 0, 1) + 3_600_000, {
-      id: "cn_000000000000000000000001",
-      kind: "credit_note",
-      number: "TALLY-CN-000001",
-    });
+    const cn = doc(
+      [line(1, "usage", -350, NOV, DEC, "calls")],
+      [DEC, Date.UTC(2027, 0, 1)],
+      Date.UTC(2027, 0, 1) + 3_600_000,
+      {
+        id: "cn_000000000000000000000001",
+        kind: "credit_note",
+        number: "TALLY-CN-000001",
+      },
+    );
     const e = documentEntry(cn, { timezone: "UTC", chart, postedAt: iso(DEC) });
     expect(e.kind).toBe("credit_note");
     expect(e.date).toBe("2026-12-31");
@@ -170,7 +191,12 @@ describe("documentEntry", () => {
     const inv = doc([line(1, "flat", 4900, NOV, DEC, "base")], [NOV, DEC], DEC);
     const e = paymentEntry(
       inv,
-      { stripe_invoice: "in_1", event: "evt_1", event_created: Date.UTC(2026, 11, 3, 23) / 1000, amount: 4900 },
+      {
+        stripe_invoice: "in_1",
+        event: "evt_1",
+        event_created: Date.UTC(2026, 11, 3, 23) / 1000,
+        amount: 4900,
+      },
       { timezone: "Asia/Tokyo", chart, postedAt: iso(DEC) },
     )!;
     expect(e.date).toBe("2026-12-04");
@@ -183,7 +209,9 @@ describe("documentEntry", () => {
   it("refuses an unbalanced entry", () => {
     const inv = doc([line(1, "flat", 4900, NOV, DEC, "base")], [NOV, DEC], DEC);
     const e = documentEntry(inv, { timezone: "UTC", chart, postedAt: iso(DEC) });
-    expect(() => assertBalanced({ ...e, lines: [...e.lines, { ...e.lines[0]!, debit: 1 }] })).toThrow(/balance/);
+    expect(() => assertBalanced({ ...e, lines: [...e.lines, { ...e.lines[0]!, debit: 1 }] })).toThrow(
+      /balance/,
+    );
   });
 });
 
@@ -209,7 +237,14 @@ describe("property: random documents", () => {
         (specs, finalizeOffsetDays, tz) => {
           const lines = specs.map((s, i) => {
             const from = base + s.startDay * DAY + s.ms;
-            const l = line(i + 1, s.kind, s.kind === "discount" ? -Math.abs(s.amount) : s.amount, from, from + s.days * DAY, s.price);
+            const l = line(
+              i + 1,
+              s.kind,
+              s.kind === "discount" ? -Math.abs(s.amount) : s.amount,
+              from,
+              from + s.days * DAY,
+              s.price,
+            );
             return l;
           });
           const start = Math.min(...lines.map((l) => Date.parse(l.period.start)));

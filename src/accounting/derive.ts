@@ -301,7 +301,13 @@ export function recognitionEntries(doc: JournalEntry, postedAt: string): Journal
     const lines = byDay.get(l.recognize_on) ?? [];
     const rest = { description: l.description, service_period: l.service_period };
     // Reverse the deferral, and book the same amount on the revenue account with the sides swapped.
-    lines.push({ account: l.account, debit: l.credit, credit: l.debit, ...rest });
+    lines.push({
+      account: l.account,
+      debit: l.credit,
+      credit: l.debit,
+      ...rest,
+      revenue_account: l.revenue_account,
+    });
     lines.push({ account: l.revenue_account, debit: l.debit, credit: l.credit, ...rest });
     byDay.set(l.recognize_on, lines);
   }

@@ -22,3 +22,13 @@ export { JournalStore, monthsBetween } from "./store.js";
 export { JournalPoster, postJournals } from "./post.js";
 export type { PostDeps, PostReport } from "./post.js";
 export { openJournalPoster } from "./setup.js";
+export {
+  exportColumns,
+  exportCsv,
+  exportRows,
+  loadRevenueInputs,
+  majorUnits,
+  monthPattern,
+  revenueReport,
+} from "./revenue.js";
+export type { ExportRow, RevenueInputs, RevenueReport, RevenueRow } from "./revenue.js";
