@@ -45,11 +45,7 @@ export interface RevenueInputs {
 /** Reads from the journal exactly what {@link revenueReport} needs for `month`. */
 export async function loadRevenueInputs(journal: JournalStore, month: string): Promise<RevenueInputs> {
   const end = lastDayOf(month);
-  const [dated, service, deferrals] = await Promise.all([
-    journal.list({ from: `${month}-01`, to: end }),
-    journal.forServiceMonth(month),
-    journal.deferrals(),
-  ]);
+  const [{ dated, service }, deferrals] = await Promise.all([journal.forMonth(month), journal.deferrals()]);
   const deferred: JournalEntry[] = [];
   for (const d of deferrals) {
     const doc = await journal.get(d.entry);

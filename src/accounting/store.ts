@@ -100,7 +100,8 @@ export class JournalStore implements JournalReader {
     const created = await pMap(
       entries,
       async (e) => {
-        for (const k of indexKeys(e)) await this.kv.put(k.key, k.value);
+        // The indexes are independent of each other; all of them before the entry.
+        await Promise.all(indexKeys(e).map((k) => this.kv.put(k.key, k.value)));
         try {
           await this.kv.create(`entry.${e.id}`, JSON.stringify(e));
         } catch (err: unknown) {
@@ -136,6 +137,28 @@ export class JournalStore implements JournalReader {
     return this.readIndexed(`service.${month}.*`);
   }
 
+  /**
+   * Entries dated in `month` and entries with service in it, each read once (most are both):
+   * what a month's revenue report reads.
+   */
+  async forMonth(month: string): Promise<{ dated: JournalEntry[]; service: JournalEntry[] }> {
+    const [dated, service] = await Promise.all([
+      this.idsOf(`date.${month}.*`),
+      this.idsOf(`service.${month}.*`),
+    ]);
+    const ids = [...new Set([...dated, ...service])];
+    const read = await pMap(ids, (id) => this.get(id), { concurrency });
+    const byId = new Map(read.flatMap((e) => (e === null ? [] : [[e.id, e] as const])));
+    const pick = (xs: Set<string>) => sortEntries([...xs].flatMap((id) => byId.get(id) ?? []));
+    return { dated: pick(dated), service: pick(service) };
+  }
+
+  private async idsOf(pattern: string): Promise<Set<string>> {
+    const ids = new Set<string>();
+    for await (const k of await this.kv.keys(pattern)) ids.add(k.slice(k.lastIndexOf(".") + 1));
+    return ids;
+  }
+
   /** Document entries that deferred revenue, with the days their recognitions are due. */
   async deferrals(): Promise<{ entry: string; days: string[] }[]> {
     const keys: string[] = [];
@@ -149,8 +172,7 @@ export class JournalStore implements JournalReader {
   }
 
   private async readIndexed(pattern: string): Promise<JournalEntry[]> {
-    const ids = new Set<string>();
-    for await (const k of await this.kv.keys(pattern)) ids.add(k.slice(k.lastIndexOf(".") + 1));
+    const ids = await this.idsOf(pattern);
     const read = await pMap([...ids], (id) => this.get(id), { concurrency });
     return sortEntries(read.filter((e): e is JournalEntry => e !== null));
   }
