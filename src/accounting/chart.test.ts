@@ -62,7 +62,10 @@ describe("accounts: section", () => {
     const doc = parseCatalogDocument(plans + chart, lookup());
     expect(doc.accounts).toMatchObject({
       receivable: "1200",
-      prices: [{ plan: "pro", price: "base", account: "4000" }],
+      prices: [
+        { plan: "pro", price: "base", account: "4000" },
+        { plan: "pro", price: "calls", account: "4010" },
+      ],
     });
   });
 
