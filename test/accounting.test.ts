@@ -425,6 +425,10 @@ describe("entries from the close", () => {
       expect.objectContaining({ account: "4020", credit: "0.30" }),
       expect.objectContaining({ account: "4020", credit: "0.90" }),
     ]);
+    const api = await admin(`/v1/journals?month=${month2}`);
+    expect(api.status).toBe(200);
+    expect(api.body.data).toEqual(entries);
+    expect((await admin("/v1/journals?month=2026-00")).body.error.details.errors[0].field).toBe("month");
     const json = await run(["journals", "export", "--month", month2, "--format", "json"]);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.out)).toEqual(entries);

@@ -3,7 +3,6 @@ import { DateTime } from "luxon";
 import type { Invoice, InvoiceLine } from "../billing/invoice.js";
 import { priceAccount, type Accounts } from "../catalog/accounts.js";
 import type { LinePeriod } from "../rating/index.js";
-import { windowsOf } from "../usage/windows.js";
 import type { JournalEntry, JournalLine } from "./journal.js";
 
 /*
@@ -63,16 +62,45 @@ export interface MonthSlice {
   toMs: number;
 }
 
-/** The calendar months (accounting zone) a half-open period touches, each clipped to the period. */
+/** Month starts by zone and month (`<tz>|<y>-<m>`): a few hundred at most, each a luxon call saved. */
+const monthStarts = new Map<string, number>();
+
+function monthStart(tz: string, y: number, m: number): number {
+  const k = `${tz}|${y}-${m}`;
+  let v = monthStarts.get(k);
+  if (v === undefined) {
+    // Local midnight of the 1st; where a zone skips that midnight, luxon moves it forward, as
+    // `startOf("month")` does for the usage API's month windows.
+    v = DateTime.fromObject({ year: y, month: m, day: 1 }, { zone: tz }).toMillis();
+    monthStarts.set(k, v);
+  }
+  return v;
+}
+
+/**
+ * The calendar months (accounting zone) a half-open period touches, each clipped to the period.
+ * The same windows as the usage API's `window=month` (`windowsOf`), with each month start
+ * computed once per zone: the poster slices every line of every document.
+ */
 export function monthsOf(period: LinePeriod, tz: string): MonthSlice[] {
   const from = Date.parse(period.start);
   const to = Date.parse(period.end);
-  if (!(to > from)) return [{ month: dayIn(from, tz).slice(0, 7), fromMs: from, toMs: from }];
-  return windowsOf(from, to, "month", tz).map((w) => ({
-    month: dayIn(w.fromMs, tz).slice(0, 7),
-    fromMs: w.fromMs,
-    toMs: w.toMs,
-  }));
+  const first = DateTime.fromMillis(from, { zone: tz });
+  let y = first.year;
+  let m = first.month;
+  const label = () => `${String(y).padStart(4, "0")}-${String(m).padStart(2, "0")}`;
+  if (!(to > from)) return [{ month: label(), fromMs: from, toMs: from }];
+  const out: MonthSlice[] = [];
+  for (let s = from; s < to;) {
+    const ny = m === 12 ? y + 1 : y;
+    const nm = m === 12 ? 1 : m + 1;
+    const next = monthStart(tz, ny, nm);
+    out.push({ month: label(), fromMs: s, toMs: Math.min(next, to) });
+    s = next;
+    y = ny;
+    m = nm;
+  }
+  return out;
 }
 
 /**

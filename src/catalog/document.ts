@@ -83,10 +83,7 @@ export function validateCatalogDocument(doc: unknown, stored: CatalogLookup): Ca
     throw new CatalogInputError([{ path: "", message: `has none of ${sections.join(", ")}` }]);
   }
   const r = documentSchema.safeParse(doc, { reportInput: true });
-  const a =
-    "accounts" in doc
-      ? accountsSchema.safeParse(doc.accounts, { reportInput: true })
-      : undefined;
+  const a = "accounts" in doc ? accountsSchema.safeParse(doc.accounts, { reportInput: true }) : undefined;
   const shapeIssues = [
     ...(r.success ? [] : issuesFromZod(r.error)),
     ...(a === undefined || a.success
