@@ -438,4 +438,80 @@ describe("entries from the close", () => {
     const bad = await run(["revenue", "--month", "2026-13"]);
     expect(bad.code).not.toBe(0);
   });
+
+  it("a true-up of a two-month period is split by when the late usage happened; a period closed before it ends defers", async () => {
+    // One late call in the first month of acme's billed period: a true-up line on acme's next
+    // invoice, for the period [S, E). Split by time, the first month would get only part of it.
+    await env.send([{ id: "a-late", type: "api_call", customer: "acme", time: iso(S + 2 * HOUR) }]);
+    // acme's next period [E, E2) is closed now, before it ends: a test device (a negative grace,
+    // as in test/close-end.test.ts), not something the close does in production. It is what an
+    // in-advance invoice would look like: the service months after today's are deferred.
+    const E2 = (() => {
+      const d = new Date(E);
+      return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate());
+    })();
+    const closed = await env.closeThrough(E2);
+    expect(closed.errors).toEqual([]);
+    const acme2 = (await env.documents("acme-monthly"))[1]!;
+    expect(acme2.period).toEqual({ start: iso(E), end: iso(E2) });
+    const trueUp = acme2.lines.find((l) => l.true_up !== undefined)!;
+    expect(trueUp).toMatchObject({ amount: 10, period: { start: iso(S), end: iso(E) } });
+
+    expect((await postJournals(postDeps)).errors).toEqual([]);
+    const e = (await journal.get(documentEntryId(acme2)))!;
+    const todayUtc = new Date().toISOString().slice(0, 10);
+    expect(e.date).toBe(todayUtc);
+    expect(
+      e.lines
+        .filter((l) => l.document_line === trueUp.number)
+        .map((l) => [l.account, l.credit, l.service_period]),
+    ).toEqual([["4020", 10, { start: iso(S), end: iso(M) }]]);
+    // The flat fee of [E, E2) by day: the days before the next month start, and the rest.
+    const M3 = Date.UTC(new Date(E).getUTCFullYear(), new Date(E).getUTCMonth() + 1, 1);
+    const n2 = (E2 - E) / DAY;
+    const d1 = (M3 - E) / DAY;
+    const fee = 100 * days;
+    let first = Math.floor((fee * d1) / n2);
+    let second = Math.floor((fee * (n2 - d1)) / n2);
+    if (first + second < fee) {
+      if ((fee * d1) % n2 >= (fee * (n2 - d1)) % n2) first++;
+      else second++;
+    }
+    const month3 = iso(M3).slice(0, 7);
+    if (todayUtc.slice(0, 7) < month3) {
+      const deferred = e.lines.filter((l) => l.account === "2400");
+      expect(deferred.map((l) => [l.credit, l.revenue_account, l.recognize_on])).toEqual([
+        [
+          second,
+          "4000",
+          iso(Date.UTC(new Date(M3).getUTCFullYear(), new Date(M3).getUTCMonth() + 1, 0)).slice(0, 10),
+        ],
+      ]);
+      expect((await admin(`/v1/revenue?month=${todayUtc.slice(0, 7)}`)).body.data).toContainEqual(
+        expect.objectContaining({ currency: "EUR", account: "4000", deferred_balance: second }),
+      );
+      // On the last day of that month the deferral is recognized, once.
+      const lastDay = Date.parse(`${deferred[0]!.recognize_on!}T12:00:00Z`);
+      const r = await postJournals({ ...postDeps, now: () => lastDay });
+      // (beta's daily periods closed early the same way recognize theirs too)
+      expect(r.errors).toEqual([]);
+      expect((await journal.forDocument(acme2.id)).map((x) => [x.kind, x.date])).toEqual([
+        ["invoice", todayUtc],
+        ["recognition", deferred[0]!.recognize_on],
+      ]);
+      expect((await postJournals({ ...postDeps, now: () => lastDay })).posted.recognition).toBe(0);
+      const m3 = await admin(`/v1/revenue?month=${month3}`);
+      expect(m3.body.data).toContainEqual(
+        expect.objectContaining({
+          currency: "EUR",
+          account: "4000",
+          recognized: second,
+          deferred_balance: 0,
+        }),
+      );
+    }
+    expect(e.lines.filter((l) => l.account === "4000").reduce((a, l) => a + l.credit, 0)).toBe(
+      todayUtc.slice(0, 7) < month3 ? first : fee,
+    );
+  });
 });
