@@ -108,10 +108,12 @@ export async function main(argv: string[]): Promise<void> {
     t = performance.now();
     const second = await postJournals(deps);
     const idleS = (performance.now() - t) / 1000;
+    progress(`second round (fresh watches, nothing to post) in ${idleS.toFixed(1)} s`);
     const month = iso(start).slice(0, 7);
     t = performance.now();
     const listed = await journal.list({ from: `${month}-01`, to: `${month}-31` });
     const listS = (performance.now() - t) / 1000;
+    progress(`listed the month (${listed.length} entries) in ${listS.toFixed(1)} s`);
     t = performance.now();
     const report = revenueReport(month, "UTC", catalog.chart()!, await loadRevenueInputs(journal, month));
     const reportS = (performance.now() - t) / 1000;
