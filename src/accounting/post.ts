@@ -122,6 +122,8 @@ export class JournalPoster {
     const fail = (document: string, err: unknown) => {
       if (!(err instanceof JournalDerivationError)) throw err;
       report.errors.push({ document, code: err.code, message: err.message });
+      // Every round until fixed (a chart change): loud, but one line per document.
+      this.deps.log.warn({ document, code: err.code, err: err.message }, "journal entry not posted");
     };
 
     // 1. Documents: invoices before credit notes (a credit note reverses what invoices booked).
