@@ -7,6 +7,8 @@
 const benches = {
   close:
     "the billing close of N subscriptions x 5 metered prices over >= 100M events (tally close --once), then again with a SIGKILL midway",
+  journal:
+    "journal posting of N finalized invoices (one postJournals round), an idle round, listing the month, the revenue report",
   ingest:
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
   push: "Stripe push against the local Stripe server: invoices/s at 25 and 100 req/s, and the bound on a close of 10k/100k customers",

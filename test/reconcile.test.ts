@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { documentDate } from "../src/accounting/reconcile.js";
+import { documentDate } from "../src/accounting/index.js";
 import type { Invoice } from "../src/billing/index.js";
 import type { ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
@@ -108,11 +108,7 @@ function reconcileCli(...args: string[]): Promise<{ code: number; stdout: string
   });
 }
 
-const month = () =>
-  documentDate(
-    { finalized_at: finalized[0]!.finalized_at, period_end: finalized[0]!.period.end },
-    "UTC",
-  ).slice(0, 7);
+const month = () => documentDate(finalized[0]!, "UTC").slice(0, 7);
 const stripeOf = (inv: Invoice) =>
   [...srv.state.invoices.values()].find((s) => s.metadata.tally_invoice === inv.id)!;
 

@@ -5,6 +5,7 @@ import type Stripe from "stripe";
 import type { InvoiceSummary } from "../billing/index.js";
 import type { StripePush } from "../connectors/stripe/index.js";
 import type { WebhookEmitter } from "../webhooks/emitter.js";
+import { documentDate } from "./derive.js";
 import type { JournalEntry, JournalReader } from "./journal.js";
 
 /*
@@ -380,19 +381,15 @@ export function formatReport(r: ReconcileReport): string {
   return `${head}\n${rows.map(line).join("\n")}\n`;
 }
 
-/**
- * The accounting date of a document: the calendar day, in `tz`, of the earlier of its
- * finalization and the last instant of its billing period (an arrears invoice finalized after
- * its grace period is dated the period's last day).
- */
-export function documentDate(doc: Pick<InvoiceSummary, "finalized_at" | "period_end">, tz: string): string {
-  const end = Date.parse(doc.period_end) - 1;
-  const fin = doc.finalized_at === null ? end : Date.parse(doc.finalized_at);
-  return DateTime.fromMillis(Math.min(end, fin), { zone: tz }).toFormat("yyyy-MM-dd");
-}
-
-/** The finalized documents whose accounting date is in `month`. */
+/** The finalized documents whose accounting date (the journal's {@link documentDate}) is in `month`. */
 export function documentsOfMonth(all: Iterable<InvoiceSummary>, month: string, tz: string): InvoiceSummary[] {
   monthRange(month, tz);
-  return [...all].filter((d) => d.status === "finalized" && documentDate(d, tz).startsWith(`${month}-`));
+  return [...all].filter(
+    (d) =>
+      d.status === "finalized" &&
+      documentDate(
+        { finalized_at: d.finalized_at, period: { start: d.period_start, end: d.period_end } },
+        tz,
+      ).startsWith(`${month}-`),
+  );
 }

@@ -16,6 +16,7 @@
  * | invoices and invoice numbering | KV bucket `tally_invoices` |
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
+ * | the double-entry journal (entries and their indexes) | KV bucket `tally_journal` |
  */
 export interface BusNames {
   stream: string;
@@ -34,6 +35,7 @@ export interface BusNames {
   invoicesBucket: string;
   pushBucket: string;
   closeBucket: string;
+  journalBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -55,5 +57,6 @@ export function busNames(prefix: string): BusNames {
     invoicesBucket: `${prefix}_invoices`,
     pushBucket: `${prefix}_push`,
     closeBucket: `${prefix}_close`,
+    journalBucket: `${prefix}_journal`,
   };
 }

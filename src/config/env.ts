@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { isValidZone } from "../usage/windows.js";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
@@ -187,6 +188,20 @@ export const envSchema = z.object({
    */
   TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS: int(0, 0),
   TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED: int(0, 0),
+
+  /**
+   * The journal (src/accounting): the IANA time zone of the books. Entry dates and the months
+   * revenue is recognized in are calendar days and months of this zone.
+   */
+  TALLY_ACCOUNTING_TIMEZONE: z
+    .string()
+    .refine((tz) => isValidZone(tz), "must be an IANA time zone such as UTC or Europe/Berlin")
+    .default("UTC"),
+  /**
+   * Fault injection for crash tests only: journal posting SIGKILLs itself right after storing its
+   * Nth entry (0 = off). Never set this in production.
+   */
+  TALLY_FAULT_JOURNAL_CRASH_AFTER_ENTRIES: int(0, 0),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -253,6 +268,8 @@ export interface Config {
   stripe: StripeConfig;
   /** TALLY_RECONCILE_*: 0 = no scheduled run. */
   reconcile: { intervalMs: number; settleMs: number };
+  /** The journal (TALLY_ACCOUNTING_*). */
+  accounting: { timezone: string; crashAfterEntries: number };
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -378,6 +395,10 @@ export function toConfig(e: Env): Config {
     reconcile: {
       intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),
       settleMs: parseDuration(e.TALLY_RECONCILE_SETTLE),
+    },
+    accounting: {
+      timezone: e.TALLY_ACCOUNTING_TIMEZONE,
+      crashAfterEntries: e.TALLY_FAULT_JOURNAL_CRASH_AFTER_ENTRIES,
     },
   };
 }

@@ -1,5 +1,6 @@
 import { DateTime } from "luxon";
 import { openReconciler, type Reconciler } from "../accounting/reconcile-setup.js";
+import { openJournalPoster } from "../accounting/index.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -73,6 +74,8 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   // With TALLY_STRIPE_SECRET_KEY set, every close round is followed by a push of what it
   // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
   const pusher = await openStripePusher({ js, invoices, catalog, config, log });
+  // Then the journal: entries for what was finalized and paid, and recognitions that are due.
+  const poster = await openJournalPoster({ js, invoices, catalog, snapshots: deps.snapshots, config, log });
 
   // The looping close role reconciles the current and the previous month every
   // TALLY_RECONCILE_INTERVAL after a close round (so only while it holds the lease); each
@@ -84,7 +87,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     const every = config.reconcile.intervalMs;
     if (every === 0 || Date.now() - reconciledAt < every) return;
     reconciledAt = Date.now();
-    reconciler ??= await openReconciler({ js, invoices, config, log, journal: null, timeZone: "UTC" });
+    reconciler ??= await openReconciler({ js, invoices, catalog, config, log });
     const now = DateTime.utc();
     for (const m of [now.minus({ months: 1 }), now]) {
       await reconciler.run(m.toFormat("yyyy-MM")).catch((err: unknown) => {
@@ -122,6 +125,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
           (err: unknown) => log.error({ err }, "stripe push failed; the next round retries"),
         );
       }
+      if (!opts.dryRun) {
+        await poster.postDue().then(
+          (r) => r.configured && log.info({ posted: r.posted, errors: r.errors.length }, "journal posted"),
+          (err: unknown) => log.error({ err }, "journal posting failed; the next round retries"),
+        );
+      }
       return report;
     });
     return running;
@@ -152,6 +161,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       await running.catch(() => undefined);
       await reconciling.catch(() => undefined);
       reconciler?.stop();
+      poster.stop();
       await lease.release();
       await catalog.close();
       await nc.drain();

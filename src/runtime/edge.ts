@@ -1,5 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { Events, type NatsConnection } from "nats";
+import { JournalStore } from "../accounting/index.js";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { InvoiceStore } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -80,6 +81,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     index: await invoiceStore.index(),
     push: await PushStore.open(js, names.pushBucket, config.nats.replicas),
   };
+  const journal = await JournalStore.open(js, names.journalBucket, config.nats.replicas, log);
   const portalTokens = await PortalTokens.open(
     js,
     names.secretsBucket,
@@ -102,6 +104,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     return { nats: natsOk, clickhouse: clickhouseOk, schema };
   };
   const app = createEdgeApp({
+    journal,
     config,
     log,
     publisher,
