@@ -16,6 +16,7 @@
  * | invoices and invoice numbering | KV bucket `tally_invoices` |
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
+ * | journal pushes to Xero (entries, batches, the call limiter) | KV bucket `tally_xero` |
  */
 export interface BusNames {
   stream: string;
@@ -33,6 +34,7 @@ export interface BusNames {
   deadLetterBucket: string;
   invoicesBucket: string;
   pushBucket: string;
+  xeroBucket: string;
   closeBucket: string;
 }
 
@@ -54,6 +56,7 @@ export function busNames(prefix: string): BusNames {
     deadLetterBucket: `${prefix}_dead_letters`,
     invoicesBucket: `${prefix}_invoices`,
     pushBucket: `${prefix}_push`,
+    xeroBucket: `${prefix}_xero`,
     closeBucket: `${prefix}_close`,
   };
 }
