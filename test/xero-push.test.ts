@@ -220,4 +220,33 @@ describe("xero push: tokens, limits and faults", () => {
     expect(report).toMatchObject({ pushed: 5, requests: 1, lookups: 2 });
     expectExactlyOnce(env, [...other, ...entries]);
   });
+
+  it("the day's budget spent: the run stops with the rest deferred (no wait for hours, no 429 from Xero); nothing lost", async () => {
+    env = await startXeroEnv("xero-day", { limits: { perDay: 3 } });
+    const entries = invoiceEntries(10);
+    const { pusher } = env.pusher({ journalsPerRequest: 2, callsPerDay: 3, concurrency: 1 });
+    const started = Date.now();
+    const report = await pusher.pushJournals(entries);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // GET /Organisation + 2 requests of 2 journals.
+    expect(report).toMatchObject({ pushed: 4, requests: 2 });
+    expect(report.deferred).toBeGreaterThanOrEqual(4);
+    expect(env.srv.requests.api().filter((r) => r.status === 429)).toHaveLength(0);
+    expect(env.srv.state.allJournals()).toHaveLength(4);
+    // A new day (another budget): the rest is pushed, each journal once (the base currency from
+    // config: no GET /Organisation, so 3 calls carry the 6 remaining journals).
+    const next = env.pusher({ journalsPerRequest: 2, callsPerDay: 3, baseCurrency: "USD" });
+    env.srv.limits.reset();
+    await env.store.updateCallLog(() => ({ recent: [], day: {} }));
+    expect((await next.pusher.pushJournals(entries)).pushed).toBe(6);
+    expectExactlyOnce(env, entries);
+    // Xero's own day limit (429, Retry-After a day): the run ends at once, the batch deferred.
+    env.srv.faults.inject429({ count: 1, problem: "day", retryAfterSec: 86_400 });
+    const more = invoiceEntries(2, "more");
+    const t = Date.now();
+    const r = await env.pusher({ baseCurrency: "USD" }).pusher.pushJournals(more);
+    expect(Date.now() - t).toBeLessThan(5_000);
+    expect(r).toMatchObject({ pushed: 0, deferred: 2 });
+    expect((await env.store.openBatches())[0]!.next_attempt_at).not.toBeNull();
+  });
 });

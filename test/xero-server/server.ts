@@ -48,6 +48,8 @@ export interface RecordedRequest {
   idempotencyKey: string | null;
   /** ManualJournals in the request body. */
   journals: number;
+  /** Request body size. */
+  bytes: number;
   /** Journals this request created. */
   created: number;
   status?: number;
@@ -199,6 +201,7 @@ export async function startXeroServer(opts: StartOptions = {}): Promise<XeroTest
       endpoint: "unknown",
       idempotencyKey,
       journals: 0,
+      bytes: 0,
       created: 0,
       replayed: false,
     };
@@ -214,6 +217,7 @@ export async function startXeroServer(opts: StartOptions = {}): Promise<XeroTest
 
     try {
       const raw = await readBody(req);
+      entry.bytes = raw.length;
       if (method === "POST" && url.pathname === "/connect/token") {
         entry.endpoint = "POST /connect/token";
         const r = token(req, raw.toString("utf8"));

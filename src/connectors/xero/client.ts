@@ -2,7 +2,7 @@ import { Agent, request } from "undici";
 import type { XeroConfig } from "../../config/index.js";
 import type { Logger } from "../../observability/index.js";
 import { backoffMs, parseRetryAfter, type RetryPolicy } from "../../sdk/retry.js";
-import type { CallLimiter } from "./limiter.js";
+import { CallBudgetExhausted, type CallLimiter } from "./limiter.js";
 import { xeroCalls } from "./metrics.js";
 
 /**
@@ -102,8 +102,9 @@ export class XeroClient {
       let res;
       try {
         // The limiter's grant is taken inside the concurrency slot, right before the call starts,
-        // so the recorded start times are the real ones.
-        await this.limiter.acquire();
+        // so the recorded start times are the real ones. Waiting out the minute budget is normal;
+        // a longer wait means the day's budget is spent: CallBudgetExhausted ends the run.
+        await this.limiter.acquire(2 * this.config.minuteWindowMs + 5_000);
         res = await request(url, {
           method,
           dispatcher: this.agent,
@@ -118,6 +119,7 @@ export class XeroClient {
         });
       } catch (err: unknown) {
         this.leave();
+        if (err instanceof CallBudgetExhausted) throw err;
         xeroCalls.inc({ method, outcome: "network" });
         return { kind: "unknown", status: null, message: errorText(err), retryAfterMs: undefined };
       }

@@ -216,7 +216,7 @@ export class XeroPusher {
       }
       if (a.kind === "refused" || attempt >= SENDS_PER_CALL)
         throw new Error(`xero: GET /Organisation failed: ${a.message}`);
-      await sleep(a.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), attempt));
+      await this.pause(a, attempt);
     }
   }
 
@@ -331,9 +331,9 @@ export class XeroPusher {
       ))!;
       if (b.state !== "open") return this.apply(b, report);
       this.deps.crashPoint?.("after_record");
-      report.requests++;
       xeroBatchSize.observe(b.entries.length);
       const answer = await this.deps.client.createManualJournals(body, b.key);
+      report.requests++;
       this.deps.crashPoint?.("after_response");
       switch (answer.kind) {
         case "ok": {
@@ -362,8 +362,9 @@ export class XeroPusher {
             { batch: b.id, status: answer.status, attempt, reason: answer.message },
             "xero: batch outcome unknown; resending under its key",
           );
-          if (attempt < SENDS_PER_CALL) {
-            await sleep(answer.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), attempt));
+          const inline = answer.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), attempt);
+          if (attempt < SENDS_PER_CALL && inline <= this.maxInlineWaitMs()) {
+            await sleep(inline);
             continue;
           }
           const wait = answer.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), b.sends);
@@ -380,11 +381,25 @@ export class XeroPusher {
                   next_attempt_at: new Date(this.now() + wait).toISOString(),
                 },
           );
+          // Xero's own 429 with a wait past the minute (its day limit): the whole run stops.
+          if (answer.status === 429 && wait > this.maxInlineWaitMs()) throw new CallBudgetExhausted(wait);
           report.deferred += b.entries.length;
           return;
         }
       }
     }
+  }
+
+  /** Sleeps before retrying a read; a wait past the minute budget ends the run instead. */
+  private async pause(a: Extract<XeroAnswer, { kind: "unknown" }>, attempt: number): Promise<void> {
+    const wait = a.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), attempt);
+    if (wait > this.maxInlineWaitMs()) throw new CallBudgetExhausted(wait);
+    await sleep(wait);
+  }
+
+  /** Longest wait slept within a run (the minute budget's); anything longer ends the run. */
+  private maxInlineWaitMs(): number {
+    return 2 * this.deps.config.minuteWindowMs + 5_000;
   }
 
   /**
@@ -449,7 +464,7 @@ export class XeroPusher {
         if (a.kind === "refused" || attempt >= SENDS_PER_CALL) {
           throw new Error(`xero: listing manual journals failed (${a.status}): ${a.message}`);
         }
-        await sleep(a.retryAfterMs ?? backoffMs(sendRetry(this.deps.config.retryMaxMs), attempt));
+        await this.pause(a, attempt);
       }
       const list =
         (a.body as { ManualJournals?: { Narration?: string; ManualJournalID?: string }[] }).ManualJournals ??
