@@ -77,22 +77,39 @@ describe("xero push: SIGKILL and restart", () => {
     expectWithinBudget(env);
   });
 
-  it("killed while the request was in flight (Xero commits after the kill): each journal once", async () => {
-    env = await startXeroEnv("xero-crash-inflight", { limits: LIMITS }, VARS);
+  it("killed while the request was in flight and restarted at once, while Xero still executes it: resent under the same key until Xero answers; each journal once", async () => {
+    env = await startXeroEnv(
+      "xero-crash-inflight",
+      { limits: LIMITS },
+      { ...VARS, TALLY_XERO_CONCURRENCY: "1", TALLY_XERO_RETRY_MAX_MS: "1000" },
+    );
     const entries = invoiceEntries(10);
-    env.srv.faults.latency({ ms: 800, count: 1, endpoint: PUT });
+    env.srv.faults.latency({ ms: 4000, count: 1, endpoint: PUT });
     const running = env.child(entries);
-    for (let i = 0; i < 200 && env.srv.requests.of(PUT).length === 0; i++)
+    for (let i = 0; i < 200 && env.srv.requests.of(PUT).length === 0; i++) {
       await new Promise((r) => setTimeout(r, 25));
+    }
     expect(env.srv.requests.of(PUT)).toHaveLength(1);
     for (const c of runningChildren()) c.kill("SIGKILL");
     expect((await running).exit).toBe("SIGKILL");
-    // The delayed request completes at Xero after its client died.
-    await new Promise((r) => setTimeout(r, 1000));
+    // Restarted before Xero finished the killed request (it commits 4 s after it arrived).
+    expect(env.srv.state.allJournals()).toHaveLength(0);
+    // Runs until nothing is deferred: a run whose resends only met the running request (409)
+    // leaves the batch for the next run instead of looking it up or creating it again.
+    let deferred = 1;
+    for (let run = 0; run < 4 && deferred > 0; run++) {
+      const next = await env.child(entries);
+      expect(next.exit).toBe(0);
+      deferred = (JSON.parse(next.stdout) as { deferred: number }).deferred;
+      if (deferred > 0) await new Promise((r) => setTimeout(r, 1100));
+    }
+    expect(deferred).toBe(0);
     expect(env.srv.requests.of(PUT)[0]!.created).toBe(4);
-    const second = await env.child(entries);
-    expect(second.exit).toBe(0);
     expectExactlyOnce(env, entries);
+    const puts = env.srv.requests.of(PUT);
+    // The resends met the running request (409); the last one got its answer replayed.
+    expect(puts.some((r) => r.status === 409)).toBe(true);
+    expect(puts.filter((r) => r.replayed)).toHaveLength(1);
     expectWithinBudget(env);
   });
 

@@ -16,9 +16,9 @@ import { xeroCalls } from "./metrics.js";
  */
 export type XeroAnswer =
   | { kind: "ok"; status: number; body: unknown }
-  /** A 4xx other than 401/429: the request itself was refused (validation, size, permissions). */
+  /** A 4xx other than 401/409/429: the request itself was refused (validation, size, permissions). */
   | { kind: "refused"; status: number; body: unknown; message: string }
-  /** 5xx, a dropped connection or a timeout: the outcome is unknown (it may have been committed). */
+  /** 5xx, 409, a dropped connection or a timeout: the outcome is unknown (it may have been committed). */
   | { kind: "unknown"; status: number | null; message: string; retryAfterMs: number | undefined };
 
 export class XeroAuthError extends Error {
@@ -162,7 +162,10 @@ export class XeroClient {
         xeroCalls.inc({ method, outcome: "ok" });
         return { kind: "ok", status, body };
       }
-      if (status >= 500 || status === 408) {
+      // 409: a request under the same Idempotency-Key is still executing (a resend after a crash
+      // that met the original): its outcome is unknown until it finishes, so resend later under
+      // the same key; never look up or re-create meanwhile (the original may still commit).
+      if (status >= 500 || status === 408 || status === 409) {
         xeroCalls.inc({ method, outcome: "5xx" });
         return {
           kind: "unknown",
