@@ -196,10 +196,10 @@ export const envSchema = z.object({
   TALLY_XERO_RETRY_MAX_MS: int(3_600_000, 100),
   /**
    * Fault injection for crash tests only: the pusher SIGKILLs itself at this point of its first
-   * batch: `after_record` (batch recorded, request not sent), `after_send` (request sent, before
-   * the answer is read), `after_response` (answer read, not recorded). Never set this in production.
+   * batch: `after_record` (the send recorded, the request not made), `after_response` (Xero's
+   * answer read, not recorded). Never set this in production.
    */
-  TALLY_FAULT_XERO_CRASH_AT: z.enum(["after_record", "after_send", "after_response"]).optional(),
+  TALLY_FAULT_XERO_CRASH_AT: z.enum(["after_record", "after_response"]).optional(),
 
   TALLY_DEV_MODE: bool(false),
   /**
@@ -307,7 +307,7 @@ export interface XeroConfig {
   tokenRefreshMarginMs: number;
   retryMaxMs: number;
   /** See TALLY_FAULT_XERO_CRASH_AT. */
-  crashAt: "after_record" | "after_send" | "after_response" | undefined;
+  crashAt: "after_record" | "after_response" | undefined;
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */

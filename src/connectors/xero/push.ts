@@ -129,8 +129,8 @@ export class XeroPusher {
             rec.batch !== null &&
             (await this.deps.store.batch(rec.batch)) !== null
           ) {
-            // Still in an open batch that was deferred above.
-            report.deferred++;
+            // Still in an open batch (deferred above when it was resumed: counted there).
+            if (!resumed.has(e.id)) report.deferred++;
           } else {
             candidates.push(e);
           }
