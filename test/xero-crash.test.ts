@@ -127,7 +127,7 @@ describe("xero push: SIGKILL and restart", () => {
     expect(first.exit).toBe("SIGKILL");
     expect(env.srv.state.allJournals().length).toBeGreaterThanOrEqual(4);
     await new Promise((r) => setTimeout(r, 600));
-    const second = await env.child(entries);
+    const second = await env.child(entries, { TALLY_XERO_TIMEOUT_MS: "250" });
     expect(second.exit).toBe(0);
     expectExactlyOnce(env, entries);
     expect(JSON.parse(second.stdout).lookups).toBeGreaterThanOrEqual(1);

@@ -215,9 +215,21 @@ describe("xero push: tokens, limits and faults", () => {
     // Unrelated journals (other entries) so that the lookup has to page.
     await env.pusher({ journalsPerRequest: 50 }).pusher.pushJournals(other);
     env.srv.faults.drop({ count: 1, endpoint: PUT, when: "after-commit" });
-    const { pusher } = env.pusher({ idempotencyTrustMs: 0 });
-    const report = await pusher.pushJournals(entries);
-    expect(report).toMatchObject({ pushed: 5, requests: 1, lookups: 2 });
+    const { pusher } = env.pusher({ idempotencyTrustMs: 0, timeoutMs: 200 });
+    // The lookup waits until the lost request cannot still be executing (2 × the timeout): one
+    // or two runs, depending on how long the retry backoff slept.
+    let pushed = 0;
+    let lookups = 0;
+    for (let run = 0; run < 3 && pushed < 5; run++) {
+      const r = await pusher.pushJournals(entries);
+      pushed += r.pushed;
+      lookups += r.lookups;
+      if (r.deferred > 0) await new Promise((res) => setTimeout(res, 450));
+    }
+    expect(pushed).toBe(5);
+    // Two pages (120 other journals + 5) and one ManualJournals request: nothing resent.
+    expect(lookups).toBe(2);
+    expect(env.srv.requests.of(PUT).filter((r) => r.journals === 5)).toHaveLength(1);
     expectExactlyOnce(env, [...other, ...entries]);
   });
 
@@ -248,5 +260,33 @@ describe("xero push: tokens, limits and faults", () => {
     expect(Date.now() - t).toBeLessThan(5_000);
     expect(r).toMatchObject({ pushed: 0, deferred: 2 });
     expect((await env.store.openBatches())[0]!.next_attempt_at).not.toBeNull();
+  });
+
+  it("an unfinished batch whose members are not passed again: read through the JournalReader and resent under its key, or without a reader found by lookup", async () => {
+    env = await startXeroEnv("xero-reader");
+    const first = invoiceEntries(4, "r");
+    const second = invoiceEntries(4, "s");
+    const die = () => {
+      throw new Error("killed (in-process stand-in; the SIGKILL variants are in xero-crash.test.ts)");
+    };
+    const crash = (p: string) => p === "after_response" && die();
+    await expect(env.pusher({}, { crashPoint: crash }).pusher.pushJournals(first)).rejects.toThrow("killed");
+    const byId = new Map(first.map((e) => [e.id, e]));
+    const journal = {
+      get: (id: string) => Promise.resolve(byId.get(id) ?? null),
+      forDocument: () => Promise.resolve([]),
+      list: () => Promise.resolve([]),
+    };
+    const withReader = await env.pusher({}, { journal }).pusher.pushJournals([]);
+    expect(withReader).toMatchObject({ pushed: 4, requests: 1, lookups: 0 });
+    expect(env.srv.requests.of(PUT).filter((r) => r.replayed)).toHaveLength(1);
+    await expect(env.pusher({}, { crashPoint: crash }).pusher.pushJournals(second)).rejects.toThrow("killed");
+    // Looked up only once the request cannot still be executing (2 × the request timeout).
+    const noReader = env.pusher({ timeoutMs: 200 }).pusher;
+    expect(await noReader.pushJournals([])).toMatchObject({ pushed: 0, deferred: 4, lookups: 0 });
+    await new Promise((r) => setTimeout(r, 450));
+    expect(await noReader.pushJournals([])).toMatchObject({ pushed: 4, requests: 0, lookups: 1 });
+    expectExactlyOnce(env, [...first, ...second]);
+    expect(await env.pusher().pusher.missingAccounts(["120", "200", "999"])).toEqual(["999"]);
   });
 });

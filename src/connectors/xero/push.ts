@@ -307,6 +307,7 @@ export class XeroPusher {
           report,
         );
       }
+      // Sent, but it cannot be resent as it was (members not passed and no reader).
       return this.lookup(b, report);
     }
     if (b.sends === 0) {
@@ -327,7 +328,7 @@ export class XeroPusher {
       b = (await this.deps.store.updateBatch(b.id, (cur) =>
         cur === null || cur.state !== "open"
           ? null
-          : { ...cur, sends: cur.sends + 1, first_sent_at: cur.first_sent_at ?? at },
+          : { ...cur, sends: cur.sends + 1, first_sent_at: cur.first_sent_at ?? at, last_sent_at: at },
       ))!;
       if (b.state !== "open") return this.apply(b, report);
       this.deps.crashPoint?.("after_record");
@@ -446,6 +447,18 @@ export class XeroPusher {
    * longer be trusted.
    */
   private async lookup(b: XeroBatchRecord, report: XeroPushReport): Promise<void> {
+    // Only once no request of this batch can still be executing at Xero (twice the request
+    // timeout after the last send started): a journal committed after the listing would be
+    // missed and created again. Until then the batch waits.
+    const settled =
+      Date.parse(b.last_sent_at ?? b.first_sent_at ?? b.created_at) + 2 * this.deps.config.timeoutMs;
+    if (b.sends > 0 && this.now() < settled) {
+      await this.deps.store.updateBatch(b.id, (cur) =>
+        cur === null ? null : { ...cur, next_attempt_at: new Date(settled).toISOString() },
+      );
+      report.deferred += b.entries.length;
+      return;
+    }
     const want = new Set(b.entries);
     const found = new Map<string, string>();
     const since = new Date(Date.parse(b.first_sent_at ?? b.created_at) - LOOKUP_SKEW_MS)

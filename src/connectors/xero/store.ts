@@ -57,6 +57,8 @@ export interface XeroBatchRecord {
   created_at: string;
   /** When the first request of this batch went out (keys are trusted relative to it). */
   first_sent_at: string | null;
+  /** When the latest request of this batch went out (a lookup waits until it cannot still run). */
+  last_sent_at?: string | null;
   sends: number;
   last_error: { code: string; message: string; at: string } | null;
   /** A retriable failure waits until then. */
