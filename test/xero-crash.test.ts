@@ -54,6 +54,8 @@ describe("xero push: SIGKILL and restart", () => {
     expectExactlyOnce(env, entries);
     const keys = env.srv.requests.of(PUT).map((r) => r.idempotencyKey);
     for (const b of sent) expect(keys).toContain(b.key);
+    // Applied batches are deleted: nothing is left open.
+    expect(await env.store.openBatches()).toHaveLength(0);
     expect(await env.store.openBatches()).toHaveLength(0);
     expectWithinBudget(env);
   });
