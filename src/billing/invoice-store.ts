@@ -393,6 +393,11 @@ export class InvoiceIndex {
     return this.byId.has(id);
   }
 
+  /** Every summary, in no particular order. */
+  values(): IterableIterator<InvoiceSummary> {
+    return this.byId.values();
+  }
+
   /**
    * A page of summaries ordered by period start (newest first), then id. `after` is the last
    * summary of the previous page, as `{ period_start, id }` (the API encodes it as the cursor).

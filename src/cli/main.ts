@@ -9,6 +9,7 @@ import { registerInvoicesCommand } from "./commands/invoices.js";
 import { registerKeysCommand } from "./commands/keys.js";
 import { registerPushCommand } from "./commands/push.js";
 import { registerRateCommand } from "./commands/rate.js";
+import { registerReconcileCommand } from "./commands/reconcile.js";
 import { registerServeCommands } from "./commands/serve.js";
 
 const program = new Command("tally")
@@ -23,6 +24,7 @@ registerRateCommand(program);
 registerCloseCommand(program);
 registerInvoicesCommand(program);
 registerPushCommand(program);
+registerReconcileCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   createLogger("cli", "error").fatal({ err }, "command failed");

@@ -200,6 +200,22 @@ export const envSchema = z.object({
    * answer read, not recorded). Never set this in production.
    */
   TALLY_FAULT_XERO_CRASH_AT: z.enum(["after_record", "after_response"]).optional(),
+  /**
+   * How often the close role reconciles the current and the previous month (Tally ↔ Stripe ↔
+   * journal, see `tally reconcile`); `0s` = never.
+   */
+  TALLY_RECONCILE_INTERVAL: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d (0s = off)")
+    .default("1h"),
+  /**
+   * A document finalized (or paid in Stripe) less than this ago is not yet expected in Stripe or
+   * the journal: reconciliation does not report it missing.
+   */
+  TALLY_RECONCILE_SETTLE: z
+    .string()
+    .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
+    .default("1h"),
 
   TALLY_DEV_MODE: bool(false),
   /**
@@ -284,6 +300,8 @@ export interface Config {
   stripe: StripeConfig;
   /** The Xero journal push (TALLY_XERO_*). */
   xero: XeroConfig;
+  /** TALLY_RECONCILE_*: 0 = no scheduled run. */
+  reconcile: { intervalMs: number; settleMs: number };
 }
 
 /** The Xero connector's settings (see the TALLY_XERO_* variables). */
@@ -449,6 +467,10 @@ export function toConfig(e: Env): Config {
       tokenRefreshMarginMs: e.TALLY_XERO_TOKEN_REFRESH_MARGIN_MS,
       retryMaxMs: e.TALLY_XERO_RETRY_MAX_MS,
       crashAt: e.TALLY_FAULT_XERO_CRASH_AT,
+    },
+    reconcile: {
+      intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),
+      settleMs: parseDuration(e.TALLY_RECONCILE_SETTLE),
     },
   };
 }

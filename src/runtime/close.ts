@@ -1,3 +1,5 @@
+import { DateTime } from "luxon";
+import { openReconciler, type Reconciler } from "../accounting/reconcile-setup.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -72,6 +74,25 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
   const pusher = await openStripePusher({ js, invoices, catalog, config, log });
 
+  // The looping close role reconciles the current and the previous month every
+  // TALLY_RECONCILE_INTERVAL after a close round (so only while it holds the lease); each
+  // difference raises `reconciliation.mismatch`. Opened at the first run, not at start.
+  let reconciler: Reconciler | null = null;
+  let reconciledAt = 0;
+  let reconciling: Promise<void> = Promise.resolve();
+  const reconcileDue = async () => {
+    const every = config.reconcile.intervalMs;
+    if (every === 0 || Date.now() - reconciledAt < every) return;
+    reconciledAt = Date.now();
+    reconciler ??= await openReconciler({ js, invoices, config, log, journal: null, timeZone: "UTC" });
+    const now = DateTime.utc();
+    for (const m of [now.minus({ months: 1 }), now]) {
+      await reconciler.run(m.toFormat("yyyy-MM")).catch((err: unknown) => {
+        log.error({ err }, "reconciliation failed; the next interval retries");
+      });
+    }
+  };
+
   let running: Promise<CloseReport | null> = Promise.resolve(null);
   const runOnce = (opts: { dryRun?: boolean; waitMs?: number } = {}) => {
     running = running.then(async () => {
@@ -110,7 +131,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   let renew: NodeJS.Timeout | null = null;
   if (loop) {
     const tick = () =>
-      void runOnce().catch((err: unknown) => log.error({ err }, "close run failed; will retry"));
+      void runOnce()
+        .then((report) => {
+          if (report !== null) reconciling = reconciling.then(reconcileDue);
+          return reconciling;
+        })
+        .catch((err: unknown) => log.error({ err }, "close run failed; will retry"));
     tick();
     timer = setInterval(tick, config.close.intervalMs);
     // Keep the lease while a long close runs (the tick renews it too).
@@ -124,6 +150,8 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
       await running.catch(() => undefined);
+      await reconciling.catch(() => undefined);
+      reconciler?.stop();
       await lease.release();
       await catalog.close();
       await nc.drain();

@@ -74,6 +74,29 @@ function paginate<T extends { id: string }>(
   return { data: items.slice(0, limit), hasMore: items.length > limit };
 }
 
+/**
+ * `created` on list endpoints (https://docs.stripe.com/api/invoices/list#list_invoices-created,
+ * https://docs.stripe.com/api/credit_notes/list): an exact timestamp, or a range map with any of
+ * `gt`, `gte`, `lt`, `lte` (Unix seconds).
+ */
+function createdFilter(params: FormObject): (created: number) => boolean {
+  const raw = params.created;
+  if (raw === undefined) return () => true;
+  if (typeof raw === "string") {
+    const exact = int(params, "created");
+    return (c) => c === exact;
+  }
+  const range = asObject(raw, "created");
+  onlyParams(range, ["gt", "gte", "lt", "lte"], "created");
+  const b = (k: string) => int(range, k, `created[${k}]`);
+  const [gt, gte, lt, lte] = [b("gt"), b("gte"), b("lt"), b("lte")];
+  return (c) =>
+    (gt === undefined || c > gt) &&
+    (gte === undefined || c >= gte) &&
+    (lt === undefined || c < lt) &&
+    (lte === undefined || c <= lte);
+}
+
 function period(raw: FormValue | undefined, param: string, now: number): { start: number; end: number } {
   if (raw === undefined) return { start: now, end: now };
   const p = asObject(raw, param);
@@ -376,10 +399,12 @@ export const routes: Route[] = [
         "customer",
         "status",
         "collection_method",
+        "created",
         "limit",
         "starting_after",
         "ending_before",
       ]);
+      const inCreated = createdFilter(params);
       const customer = str(params, "customer");
       const status = str(params, "status");
       const method = str(params, "collection_method");
@@ -387,7 +412,8 @@ export const routes: Route[] = [
         .reverse()
         .filter((i) => customer === undefined || i.customer === customer)
         .filter((i) => status === undefined || i.status === status)
-        .filter((i) => method === undefined || i.collectionMethod === method);
+        .filter((i) => method === undefined || i.collectionMethod === method)
+        .filter((i) => inCreated(i.created));
       const page = paginate(all, params);
       return ok({
         object: "list",
@@ -614,13 +640,23 @@ export const routes: Route[] = [
     pattern: /^\/v1\/credit_notes$/,
     name: "GET /v1/credit_notes",
     handler: ({ params, state }) => {
-      onlyParams(params, [...COMMON, "invoice", "customer", "limit", "starting_after", "ending_before"]);
+      onlyParams(params, [
+        ...COMMON,
+        "invoice",
+        "customer",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+      ]);
+      const inCreated = createdFilter(params);
       const invoice = str(params, "invoice");
       const customer = str(params, "customer");
       const all = [...state.creditNotes.values()]
         .reverse()
         .filter((c) => invoice === undefined || c.invoice === invoice)
-        .filter((c) => customer === undefined || c.customer === customer);
+        .filter((c) => customer === undefined || c.customer === customer)
+        .filter((c) => inCreated(c.created));
       const page = paginate(all, params);
       return ok({
         object: "list",

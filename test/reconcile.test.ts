@@ -1,0 +1,164 @@
+import { execFile } from "node:child_process";
+import Stripe from "stripe";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { documentDate } from "../src/accounting/reconcile.js";
+import type { Invoice } from "../src/billing/index.js";
+import type { ClickHouseClient } from "../src/clickhouse/index.js";
+import type { Config } from "../src/config/index.js";
+import { startClose, type RunningClose } from "../src/runtime/close.js";
+import type { RunningEdge } from "../src/runtime/edge.js";
+import type { RunningSink } from "../src/runtime/sink.js";
+import { ADMIN_KEY, childEnv, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import { startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
+
+/**
+ * `tally reconcile --month` as a user runs it (a real CLI process) over invoices finalized by the
+ * real close and pushed to the local Stripe server, then changed in Stripe behind Tally's back.
+ */
+const KEY = "sk_test_tally_reconcile";
+const DAY = 86_400_000;
+const D = Math.floor(Date.now() / DAY) * DAY;
+const P1 = D - 2 * DAY;
+const P2 = D - DAY;
+const iso = (ms: number) => new Date(ms).toISOString();
+
+let srv: StripeTestServer;
+let sdk: Stripe;
+let config: Config;
+let edge: RunningEdge;
+let sink: RunningSink;
+let ch: ClickHouseClient;
+let close: RunningClose;
+const finalized: Invoice[] = [];
+
+beforeAll(async () => {
+  srv = await startStripeServer({ port: 0 });
+  sdk = new Stripe(KEY, { host: srv.host, port: srv.port, protocol: "http" });
+  const acme = (await sdk.customers.create({ name: "Acme" })).id;
+  const beta = (await sdk.customers.create({ name: "Beta" })).id;
+  config = testConfig({
+    TALLY_STRIPE_SECRET_KEY: KEY,
+    TALLY_STRIPE_API_BASE: srv.url,
+    TALLY_CLOSE_GRACE: `${Math.ceil((Date.now() - P2) / 1000) + 4}s`,
+  });
+  ({ edge, ch } = await startTestEdge(config));
+  sink = await startTestSink(config);
+  const applied = await edge.app.request("/v1/catalog", {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
+    body: `
+meters:
+  - { key: calls, event_type: api_call, aggregation: count }
+plans:
+  - key: daily
+    currency: usd
+    interval: day
+    prices:
+      - { key: base, type: flat, unit_amount: 100 }
+      - { key: calls, type: metered, meter: calls, unit_amount_decimal: "0.5" }
+customers:
+  - { key: acme, currency: usd, external_ids: { stripe_customer_id: ${acme} } }
+  - { key: beta, currency: usd, external_ids: { stripe_customer_id: ${beta} } }
+subscriptions:
+  - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
+  - { key: beta-daily, customer: beta, plan: daily, started_at: "${iso(P1)}" }
+`,
+  });
+  expect(applied.status).toBe(200);
+  const calls = (prefix: string, n: number, customer: string) =>
+    Array.from({ length: n }, (_, i) => ({
+      id: `${prefix}-${i}`,
+      type: "api_call",
+      customer,
+      time: iso(P1 + 60_000 + i * 1000),
+    }));
+  expect((await post(edge, [...calls("a", 20, "acme"), ...calls("b", 8, "beta")])).status).toBe(202);
+  close = await startClose(config, log, false);
+  for (let round = 0; round < 60 && finalized.length < 2; round++) {
+    const report = await close.runOnce({ waitMs: 5000 });
+    for (const id of report?.finalized ?? []) finalized.push((await close.invoices.get(id))!);
+    if (finalized.length < 2) await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(finalized.map((i) => i.total).sort()).toEqual([100 + 4, 100 + 10]);
+});
+afterAll(async () => {
+  await close?.stop();
+  await sink?.stop();
+  await edge?.stop();
+  await ch?.close();
+  await srv?.stop();
+});
+
+/** Runs `tally reconcile` as a child process: its exit code and output. */
+function reconcileCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["dist/src/cli/main.js", "reconcile", ...args],
+      {
+        env: {
+          ...childEnv(config),
+          TALLY_STRIPE_SECRET_KEY: KEY,
+          TALLY_STRIPE_API_BASE: srv.url,
+          TALLY_RECONCILE_SETTLE: "0s",
+        },
+      },
+      (err, stdout, stderr) => resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr }),
+    );
+  });
+}
+
+const month = () =>
+  documentDate(
+    { finalized_at: finalized[0]!.finalized_at, period_end: finalized[0]!.period.end },
+    "UTC",
+  ).slice(0, 7);
+const stripeOf = (inv: Invoice) =>
+  [...srv.state.invoices.values()].find((s) => s.metadata.tally_invoice === inv.id)!;
+
+describe("tally reconcile --month", () => {
+  it("finds no difference when Stripe holds exactly what Tally billed, and exits 0", async () => {
+    const r = await reconcileCli("--month", month());
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain(`${month()}: 2 documents; compared Tally with Stripe; 0 differences`);
+    expect(r.code).toBe(0);
+  });
+
+  it("reports an invoice voided in Stripe and one whose amount was changed there, per customer, and exits 1", async () => {
+    const acme = finalized.find((i) => i.customer === "acme")!;
+    const beta = finalized.find((i) => i.customer === "beta")!;
+    await sdk.invoices.voidInvoice(stripeOf(acme).id);
+    // Behind Tally's back: a line's amount edited inside Stripe (no API allows it on a finalized
+    // invoice; a support fix or a bug would).
+    stripeOf(beta).lines[0]!.amount += 25;
+    // And someone created a Stripe invoice claiming to be a Tally invoice that does not exist.
+    const forged = await sdk.invoices.create({
+      customer: stripeOf(acme).customer,
+      metadata: { tally_invoice: "inv_000000000000000000000000" },
+    });
+
+    const r = await reconcileCli("--month", month(), "--json");
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as { differences: Record<string, string | null>[] };
+    expect(report.differences.map((d) => [d.customer, d.number, d.check, d.tally, d.stripe])).toEqual([
+      ["acme", acme.number, "stripe_status", null, null],
+      ["acme", acme.number, "stripe_total", String(acme.total), "0"],
+      ["beta", beta.number, "stripe_total", String(beta.total), String(beta.total + 25)],
+      [`stripe:${stripeOf(acme).customer}`, null, "stripe_unknown", null, "0"],
+    ]);
+    expect(report.differences.at(-1)!.message).toContain(forged.id);
+
+    const table = await reconcileCli("--month", month());
+    expect(table.code).toBe(1);
+    expect(table.stdout).toContain("4 differences");
+    expect(table.stdout).toMatch(
+      new RegExp(`beta\\s+${beta.number}\\s+stripe_total\\s+${beta.total}\\s+${beta.total + 25}`),
+    );
+  });
+
+  it("rejects a bad month with a message naming it and a non-zero exit, reading nothing", async () => {
+    const r = await reconcileCli("--month", "2026-13");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--month.*month must be YYYY-MM/);
+  });
+});
