@@ -81,6 +81,11 @@ export class JournalStore implements JournalReader {
     return (await this.kv.get(`entry.${id}`))?.operation === "PUT";
   }
 
+  /** The ids of every posted entry (after {@link follow}; empty before). */
+  knownIds(): ReadonlySet<string> {
+    return this.known ?? new Set();
+  }
+
   /** How many entries are known to exist (after {@link follow}). */
   get size(): number {
     return this.known?.size ?? 0;

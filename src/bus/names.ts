@@ -17,6 +17,7 @@
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
  * | the double-entry journal (entries and their indexes) | KV bucket `tally_journal` |
+ * | journal pushes to Xero (entries, batches, the call limiter) | KV bucket `tally_xero` |
  */
 export interface BusNames {
   stream: string;
@@ -34,6 +35,7 @@ export interface BusNames {
   deadLetterBucket: string;
   invoicesBucket: string;
   pushBucket: string;
+  xeroBucket: string;
   closeBucket: string;
   journalBucket: string;
 }
@@ -56,6 +58,7 @@ export function busNames(prefix: string): BusNames {
     deadLetterBucket: `${prefix}_dead_letters`,
     invoicesBucket: `${prefix}_invoices`,
     pushBucket: `${prefix}_push`,
+    xeroBucket: `${prefix}_xero`,
     closeBucket: `${prefix}_close`,
     journalBucket: `${prefix}_journal`,
   };

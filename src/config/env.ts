@@ -154,6 +154,53 @@ export const envSchema = z.object({
     .regex(/^(create|add_lines:\d+|before_finalize|finalize)$/)
     .optional(),
 
+  /** Xero custom connection client id (https://developer.xero.com/faq/custom-integration); unset (with the secret) = no Xero push. */
+  TALLY_XERO_CLIENT_ID: z.string().min(1).optional(),
+  TALLY_XERO_CLIENT_SECRET: z.string().min(1).optional(),
+  /** Sent as `xero-tenant-id` when set (a custom connection does not need it; a standard app does). */
+  TALLY_XERO_TENANT_ID: z.string().min(1).optional(),
+  /** Xero's API base (`<base>/api.xro/2.0`); tests point it at the local Xero server. */
+  TALLY_XERO_API_BASE: z.url().default("https://api.xero.com"),
+  /** Xero's identity service (`<url>/connect/token`). */
+  TALLY_XERO_IDENTITY_URL: z.url().default("https://identity.xero.com"),
+  /** Scopes asked for with the client-credentials token (space-separated); unset = the connection's configured scopes. */
+  TALLY_XERO_SCOPES: z.string().min(1).optional(),
+  /** The organisation's base currency (ISO 4217); unset = read once from `GET /Organisation`. Manual journals post only in it. */
+  TALLY_XERO_BASE_CURRENCY: z
+    .string()
+    .regex(/^[A-Za-z]{3}$/)
+    .transform((v) => v.toUpperCase())
+    .optional(),
+  /** Timeout of each Xero HTTP request, token requests included (ms). */
+  TALLY_XERO_TIMEOUT_MS: int(30_000, 100),
+  /** Manual journals per request: Xero recommends batches of up to 50 elements. */
+  TALLY_XERO_JOURNALS_PER_REQUEST: int(50, 1).pipe(z.number().max(500)),
+  /** Largest request body sent (bytes); Xero refuses a POST over 3.5 MB. */
+  TALLY_XERO_MAX_REQUEST_BYTES: int(3_000_000, 10_000).pipe(z.number().max(3_500_000)),
+  /** Calls per minute window to one organisation (Xero: 60). */
+  TALLY_XERO_CALLS_PER_MINUTE: int(60, 1).pipe(z.number().max(60)),
+  /** Calls per day to one organisation (Xero: 5,000). */
+  TALLY_XERO_CALLS_PER_DAY: int(5000, 1).pipe(z.number().max(5000)),
+  /** The "minute" of TALLY_XERO_CALLS_PER_MINUTE (ms). Tests shorten it; keep 60000 in production. */
+  TALLY_XERO_MINUTE_WINDOW_MS: int(60_000, 100),
+  /** Calls in progress at once from this process (Xero allows 5 per organisation). */
+  TALLY_XERO_CONCURRENCY: int(2, 1).pipe(z.number().max(5)),
+  /**
+   * How long after a batch was first sent a resend may reuse its Idempotency-Key (ms). Xero does
+   * not publish the key lifetime in its API spec (integration guides say 6 minutes); after this
+   * the pusher looks the journals up by their narration marker instead of resending.
+   */
+  TALLY_XERO_IDEMPOTENCY_TRUST_MS: int(300_000, 0),
+  /** Refresh the access token this long before it expires (ms). */
+  TALLY_XERO_TOKEN_REFRESH_MARGIN_MS: int(60_000, 0),
+  /** Longest wait before a batch that failed retriably is tried again (ms); the backoff doubles up to this. */
+  TALLY_XERO_RETRY_MAX_MS: int(3_600_000, 100),
+  /**
+   * Fault injection for crash tests only: the pusher SIGKILLs itself at this point of its first
+   * batch: `after_record` (the send recorded, the request not made), `after_response` (Xero's
+   * answer read, not recorded). Never set this in production.
+   */
+  TALLY_FAULT_XERO_CRASH_AT: z.enum(["after_record", "after_response"]).optional(),
   /**
    * How often the close role reconciles the current and the previous month (Tally ↔ Stripe ↔
    * journal, see `tally reconcile`); `0s` = never.
@@ -266,10 +313,36 @@ export interface Config {
   crashAfterCatalogClaim: boolean;
   /** The Stripe push and webhook (TALLY_STRIPE_*). */
   stripe: StripeConfig;
+  /** The Xero journal push (TALLY_XERO_*). */
+  xero: XeroConfig;
   /** TALLY_RECONCILE_*: 0 = no scheduled run. */
   reconcile: { intervalMs: number; settleMs: number };
   /** The journal (TALLY_ACCOUNTING_*). */
   accounting: { timezone: string; crashAfterEntries: number };
+}
+
+/** The Xero connector's settings (see the TALLY_XERO_* variables). */
+export interface XeroConfig {
+  /** Unset (either): no push. */
+  clientId: string | undefined;
+  clientSecret: string | undefined;
+  tenantId: string | undefined;
+  apiBase: string;
+  identityUrl: string;
+  scopes: string | undefined;
+  baseCurrency: string | undefined;
+  timeoutMs: number;
+  journalsPerRequest: number;
+  maxRequestBytes: number;
+  callsPerMinute: number;
+  callsPerDay: number;
+  minuteWindowMs: number;
+  concurrency: number;
+  idempotencyTrustMs: number;
+  tokenRefreshMarginMs: number;
+  retryMaxMs: number;
+  /** See TALLY_FAULT_XERO_CRASH_AT. */
+  crashAt: "after_record" | "after_response" | undefined;
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -391,6 +464,26 @@ export function toConfig(e: Env): Config {
       retryMaxMs: e.TALLY_STRIPE_RETRY_MAX_MS,
       webhookSecret: e.TALLY_STRIPE_WEBHOOK_SECRET,
       crashAt: e.TALLY_FAULT_STRIPE_CRASH_AT,
+    },
+    xero: {
+      clientId: e.TALLY_XERO_CLIENT_ID,
+      clientSecret: e.TALLY_XERO_CLIENT_SECRET,
+      tenantId: e.TALLY_XERO_TENANT_ID,
+      apiBase: e.TALLY_XERO_API_BASE,
+      identityUrl: e.TALLY_XERO_IDENTITY_URL,
+      scopes: e.TALLY_XERO_SCOPES,
+      baseCurrency: e.TALLY_XERO_BASE_CURRENCY,
+      timeoutMs: e.TALLY_XERO_TIMEOUT_MS,
+      journalsPerRequest: e.TALLY_XERO_JOURNALS_PER_REQUEST,
+      maxRequestBytes: e.TALLY_XERO_MAX_REQUEST_BYTES,
+      callsPerMinute: e.TALLY_XERO_CALLS_PER_MINUTE,
+      callsPerDay: e.TALLY_XERO_CALLS_PER_DAY,
+      minuteWindowMs: e.TALLY_XERO_MINUTE_WINDOW_MS,
+      concurrency: e.TALLY_XERO_CONCURRENCY,
+      idempotencyTrustMs: e.TALLY_XERO_IDEMPOTENCY_TRUST_MS,
+      tokenRefreshMarginMs: e.TALLY_XERO_TOKEN_REFRESH_MARGIN_MS,
+      retryMaxMs: e.TALLY_XERO_RETRY_MAX_MS,
+      crashAt: e.TALLY_FAULT_XERO_CRASH_AT,
     },
     reconcile: {
       intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),

@@ -1,10 +1,11 @@
 import { DateTime } from "luxon";
 import { openReconciler, type Reconciler } from "../accounting/reconcile-setup.js";
-import { openJournalPoster } from "../accounting/index.js";
+import { JournalStore, openJournalPoster } from "../accounting/index.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
 import { openStripePusher } from "../connectors/stripe/index.js";
+import { openXeroPusher, XeroDuePusher } from "../connectors/xero/index.js";
 import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
@@ -19,6 +20,8 @@ export interface RunningClose {
   runOnce(opts?: { dryRun?: boolean; waitMs?: number }): Promise<CloseReport | null>;
   invoices: InvoiceStore;
   catalog: CatalogStore;
+  /** Resolves when the Xero push the last round started (if any) has finished. */
+  xeroIdle(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -76,6 +79,28 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   const pusher = await openStripePusher({ js, invoices, catalog, config, log });
   // Then the journal: entries for what was finalized and paid, and recognitions that are due.
   const poster = await openJournalPoster({ js, invoices, catalog, snapshots: deps.snapshots, config, log });
+  // With TALLY_XERO_CLIENT_ID/_SECRET set, posted entries go to Xero as manual journals. Xero
+  // allows 60 calls a minute, so a large backlog takes minutes: it runs beside the close rounds
+  // (one push at a time), never inside them.
+  const xeroJournal = await JournalStore.open(js, names.journalBucket, config.nats.replicas, log);
+  const xero = await openXeroPusher({ js, config, log, journal: xeroJournal });
+  const xeroDue =
+    xero === null
+      ? null
+      : new XeroDuePusher({ journal: xeroJournal, store: xero.store, pusher: xero.pusher, log });
+  let xeroRunning: Promise<void> | null = null;
+  const kickXero = () => {
+    if (xeroDue === null || xeroRunning !== null || catalog.chart() === undefined) return;
+    xeroRunning = xeroDue
+      .pushDue()
+      .then(
+        (r) => (r.due > 0 || r.failed.length > 0) && log.info({ ...r, failed: r.failed.length }, "xero push"),
+        (err: unknown) => log.error({ err }, "xero push failed; the next round retries"),
+      )
+      .then(() => {
+        xeroRunning = null;
+      });
+  };
 
   // The looping close role reconciles the current and the previous month every
   // TALLY_RECONCILE_INTERVAL after a close round (so only while it holds the lease); each
@@ -130,6 +155,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
           (r) => r.configured && log.info({ posted: r.posted, errors: r.errors.length }, "journal posted"),
           (err: unknown) => log.error({ err }, "journal posting failed; the next round retries"),
         );
+        kickXero();
       }
       return report;
     });
@@ -155,6 +181,9 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     runOnce,
     invoices,
     catalog,
+    xeroIdle: async () => {
+      await xeroRunning;
+    },
     async stop() {
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
@@ -162,6 +191,10 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       await reconciling.catch(() => undefined);
       reconciler?.stop();
       poster.stop();
+      await xeroRunning;
+      xeroDue?.stop();
+      xeroJournal.stop();
+      await xero?.client.close();
       await lease.release();
       await catalog.close();
       await nc.drain();
