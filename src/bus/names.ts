@@ -16,6 +16,9 @@
  * | invoices and invoice numbering | KV bucket `tally_invoices` |
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
+ * | outbound webhook outbox | stream `TALLY_WEBHOOKS`, subjects `tally.webhooks.outbox` (events) and `tally.webhooks.deliveries.<endpoint>` |
+ * | webhook consumers | `tally-webhooks-fanout` (events → deliveries), `tally-webhooks-deliver` (HTTP attempts) |
+ * | webhook endpoints (secrets), delivery log, fired usage alerts | KV buckets `tally_webhook_endpoints`, `tally_webhook_deliveries` |
  */
 export interface BusNames {
   stream: string;
@@ -34,6 +37,14 @@ export interface BusNames {
   invoicesBucket: string;
   pushBucket: string;
   closeBucket: string;
+  webhookStream: string;
+  webhookOutboxSubject: string;
+  webhookDeliverySubject: (endpoint: string) => string;
+  webhookDeliverySubjects: string;
+  webhookFanoutConsumer: string;
+  webhookDeliverConsumer: string;
+  webhookEndpointsBucket: string;
+  webhookDeliveriesBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -55,5 +66,13 @@ export function busNames(prefix: string): BusNames {
     invoicesBucket: `${prefix}_invoices`,
     pushBucket: `${prefix}_push`,
     closeBucket: `${prefix}_close`,
+    webhookStream: `${upper}_WEBHOOKS`,
+    webhookOutboxSubject: `${prefix}.webhooks.outbox`,
+    webhookDeliverySubject: (endpoint) => `${prefix}.webhooks.deliveries.${endpoint}`,
+    webhookDeliverySubjects: `${prefix}.webhooks.deliveries.*`,
+    webhookFanoutConsumer: `${prefix}-webhooks-fanout`,
+    webhookDeliverConsumer: `${prefix}-webhooks-deliver`,
+    webhookEndpointsBucket: `${prefix}_webhook_endpoints`,
+    webhookDeliveriesBucket: `${prefix}_webhook_deliveries`,
   };
 }

@@ -19,6 +19,7 @@ import { mountIngestRoutes } from "./routes/ingest.js";
 import { mountInvoiceRoutes, type EdgeInvoices } from "./routes/invoices.js";
 import { mountKeyRoutes } from "./routes/keys.js";
 import { mountStripeWebhookRoutes } from "./routes/stripe-webhooks.js";
+import { mountWebhookEndpointRoutes, type EdgeWebhooks } from "./routes/webhook-endpoints.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 
 /** What the edge needs; built by `startEdge`, or by tests with their own servers. */
@@ -38,6 +39,8 @@ export interface EdgeDeps {
   invoices: EdgeInvoices;
   /** Readiness probe of NATS, ClickHouse and the schema. */
   ready: () => Promise<Record<string, boolean>>;
+  /** Outbound webhooks (endpoints, delivery log, outbox); unset: the routes do not exist. */
+  webhooks?: EdgeWebhooks;
   now?: () => number;
 }
 
@@ -68,6 +71,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   mountCatalogRoutes(app, deps);
   mountInvoiceRoutes(app, deps, deps.invoices);
   mountStripeWebhookRoutes(app, deps);
+  mountWebhookEndpointRoutes(app, deps);
   mountUsageRoutes(app, deps);
   mountPortal(app, deps);
   return app;

@@ -5,6 +5,14 @@ import { openStripePusher } from "../connectors/stripe/index.js";
 import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
+import {
+  evaluateThresholds,
+  openWebhooks,
+  startDispatcher,
+  type ThresholdReport,
+  type WebhookDispatcher,
+  type Webhooks,
+} from "../webhooks/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running close role. */
@@ -16,6 +24,11 @@ export interface RunningClose {
   runOnce(opts?: { dryRun?: boolean; waitMs?: number }): Promise<CloseReport | null>;
   invoices: InvoiceStore;
   catalog: CatalogStore;
+  /** The outbox, endpoints and delivery log; `dispatcher` delivers them (every close process runs one). */
+  webhooks: Webhooks;
+  dispatcher: WebhookDispatcher;
+  /** Evaluates usage alerts now (if this process holds the leader lease; else null). */
+  evaluateThresholds(): Promise<ThresholdReport | null>;
   stop(): Promise<void>;
 }
 
@@ -55,7 +68,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     config.nats.replicas,
     log,
   );
+  // Outbound webhooks: the close raises invoice.finalized, the push invoice.pushed/push_failed,
+  // the threshold timer usage.threshold_crossed; the dispatcher delivers the outbox.
+  const webhooks = await openWebhooks(js, jsm, config);
+  const dispatcher = await startDispatcher(js, webhooks, config, log.child({ component: "webhooks" }));
   const deps = {
+    webhooks: webhooks.emitter,
     catalog,
     invoices,
     snapshots: usageSnapshotter({ clickhouse, database: config.clickhouse.database, watermarks }),
@@ -70,7 +88,7 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
 
   // With TALLY_STRIPE_SECRET_KEY set, every close round is followed by a push of what it
   // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
-  const pusher = await openStripePusher({ js, invoices, catalog, config, log });
+  const pusher = await openStripePusher({ js, invoices, catalog, config, log, webhooks: webhooks.emitter });
 
   let running: Promise<CloseReport | null> = Promise.resolve(null);
   const runOnce = (opts: { dryRun?: boolean; waitMs?: number } = {}) => {
@@ -106,8 +124,35 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     return running;
   };
 
+  // Usage alerts: only the leader evaluates (each evaluation reads every alerting subscription's
+  // usage); queued behind a running close so the two never read at once.
+  const thresholds = (): Promise<ThresholdReport | null> => {
+    const run = running.then(async () => {
+      if (!(await lease.acquireOrRenew())) return null;
+      const r = await evaluateThresholds(
+        { close: deps, emitter: webhooks.emitter, deliveries: webhooks.deliveries },
+        Date.now(),
+      );
+      if (r.fired.length > 0 || r.errors.length > 0)
+        log.info({ evaluated: r.evaluated, fired: r.fired.length, errors: r.errors.length }, "usage alerts");
+      return r;
+    });
+    running = run.then(
+      () => null,
+      () => null,
+    );
+    return run;
+  };
+
   let timer: NodeJS.Timeout | null = null;
   let renew: NodeJS.Timeout | null = null;
+  let alerts: NodeJS.Timeout | null = null;
+  if (loop && config.webhooks.thresholdIntervalMs > 0) {
+    alerts = setInterval(
+      () => void thresholds().catch((err: unknown) => log.error({ err }, "usage alert evaluation failed")),
+      config.webhooks.thresholdIntervalMs,
+    );
+  }
   if (loop) {
     const tick = () =>
       void runOnce().catch((err: unknown) => log.error({ err }, "close run failed; will retry"));
@@ -120,10 +165,16 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     runOnce,
     invoices,
     catalog,
+    webhooks,
+    dispatcher,
+    evaluateThresholds: thresholds,
     async stop() {
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
+      if (alerts) clearInterval(alerts);
       await running.catch(() => undefined);
+      await dispatcher.stop();
+      webhooks.endpoints.stop();
       await lease.release();
       await catalog.close();
       await nc.drain();
