@@ -56,8 +56,11 @@ export interface CloseEnv {
   stop(): Promise<void>;
 }
 
-export async function startCloseEnv(catalogDoc: string): Promise<CloseEnv> {
-  const config = testConfig();
+export async function startCloseEnv(
+  catalogDoc: string,
+  overrides: Record<string, string> = {},
+): Promise<CloseEnv> {
+  const config = testConfig(overrides);
   const { edge, ch } = await startTestEdge(config);
   const sink: RunningSink = await startTestSink(config);
   const reader: ClickHouseClient = createClickHouse(config.clickhouse);
