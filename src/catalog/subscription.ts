@@ -47,14 +47,9 @@ const seatsSchema = z
 const usageAlertsSchema = z
   .strictObject({
     included_percent: z
-      .array(
-        z
-          .number({ error: "must be a whole percentage such as 80" })
-          .int("must be a whole percentage such as 80")
-          .min(1, "must be at least 1")
-          .max(1000, "must be at most 1000"),
-        { error: "must be a list of percentages such as [80, 100]" },
-      )
+      .array(decimalField({ integer: true, sign: "positive", max: "1000" }), {
+        error: "must be a list of percentages such as [80, 100]",
+      })
       .max(10, "at most 10 thresholds")
       .default([]),
     spend: z

@@ -58,15 +58,15 @@ export function crossings(sub: Subscription, inv: Invoice): Crossing[] {
     });
   }
   for (const p of byPrice.values()) {
-    if (!dec(p.included).gt(0)) continue;
+    if (!dec(p.included).gt(dec("0"))) continue;
     for (const percent of alerts.included_percent) {
       // quantity / included >= percent / 100, without division.
-      if (dec(p.quantity).times(100).gte(dec(p.included).times(percent))) {
+      if (dec(p.quantity).times(dec("100")).gte(dec(p.included).times(dec(percent)))) {
         out.push({
           key: `included:${p.plan}:${p.price}:${percent}`,
           data: {
             kind: "included_quantity",
-            percent,
+            percent: Number(percent),
             plan: p.plan,
             price: p.price,
             meter: p.meter,
