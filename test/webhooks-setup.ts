@@ -72,7 +72,7 @@ export class Receiver {
   }
 
   async waitFor(n: number, what = `${n} requests`, timeoutMs = 15_000): Promise<void> {
-    await eventually(async () => this.requests.length >= n, timeoutMs, what);
+    await eventually(() => Promise.resolve(this.requests.length >= n), timeoutMs, what);
   }
 
   async stop(): Promise<void> {
@@ -101,7 +101,7 @@ export async function api(edge: RunningEdge, method: string, path: string, body?
     ...(body !== undefined ? { body: typeof body === "string" ? body : JSON.stringify(body) } : {}),
   });
   const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as any };
+  return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
 /** Registers an endpoint; resolves with its id and secret. */

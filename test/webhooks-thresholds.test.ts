@@ -80,7 +80,14 @@ describe("usage.threshold_crossed", () => {
       customer: "acme",
       subscription: "acme-daily",
       period: { start: iso(D), end: iso(D + 86_400_000) },
-      threshold: { kind: "included_quantity", percent: 80, price: "calls", meter: "calls", included_quantity: "10", quantity: "9" },
+      threshold: {
+        kind: "included_quantity",
+        percent: 80,
+        price: "calls",
+        meter: "calls",
+        included_quantity: "10",
+        quantity: "9",
+      },
     });
 
     // 16 calls: 100 % crossed; 6 billable x 2 + 100 = 112 minor units >= 1.10 USD.

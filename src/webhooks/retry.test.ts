@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { loadConfig } from "../config/index.js";
 import { decideAttempt, maxRetryAfterMs, parseRetryAfter } from "./retry.js";
 
-const spec = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000, 86_400_000];
+const spec = [
+  5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000, 86_400_000,
+];
 
 describe("decideAttempt", () => {
   it("2xx is success, 410 disables, everything else (3xx included) is retried", () => {
@@ -26,8 +28,14 @@ describe("decideAttempt", () => {
   });
 
   it("a Retry-After later than the schedule wins, capped at a day; an earlier one does not shorten it", () => {
-    expect(decideAttempt({ status: 429, retryAfterMs: 60_000 }, 1, spec, 0.5)).toEqual({ kind: "retry", delayMs: 60_000 });
-    expect(decideAttempt({ status: 503, retryAfterMs: 1_000 }, 1, spec, 0.5)).toEqual({ kind: "retry", delayMs: 5_000 });
+    expect(decideAttempt({ status: 429, retryAfterMs: 60_000 }, 1, spec, 0.5)).toEqual({
+      kind: "retry",
+      delayMs: 60_000,
+    });
+    expect(decideAttempt({ status: 503, retryAfterMs: 1_000 }, 1, spec, 0.5)).toEqual({
+      kind: "retry",
+      delayMs: 5_000,
+    });
     expect(decideAttempt({ status: 429, retryAfterMs: 10 * maxRetryAfterMs }, 1, spec, 0.5)).toEqual({
       kind: "retry",
       delayMs: maxRetryAfterMs,

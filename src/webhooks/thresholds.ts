@@ -61,7 +61,11 @@ export function crossings(sub: Subscription, inv: Invoice): Crossing[] {
     if (!dec(p.included).gt(dec("0"))) continue;
     for (const percent of alerts.included_percent) {
       // quantity / included >= percent / 100, without division.
-      if (dec(p.quantity).times(dec("100")).gte(dec(p.included).times(dec(percent)))) {
+      if (
+        dec(p.quantity)
+          .times(dec("100"))
+          .gte(dec(p.included).times(dec(percent)))
+      ) {
         out.push({
           key: `included:${p.plan}:${p.price}:${percent}`,
           data: {
