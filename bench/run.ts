@@ -12,6 +12,8 @@ const benches = {
   push: "Stripe push against the local Stripe server: invoices/s at 25 and 100 req/s, and the bound on a close of 10k/100k customers",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
   sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
+  webhooks:
+    "outbound webhooks: signed deliveries/s outbox -> dispatcher -> local receiver vs raw undici POSTs, and 100k invoice.finalized into the outbox",
   usage:
     "the usage query path (queryUsage) on ClickHouse over >= 100M events: one customer's month p50/p99, all customers, vs bare SQL",
 } as const;

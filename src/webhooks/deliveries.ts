@@ -67,9 +67,16 @@ export class DeliveryLog {
   }
 
   async get(endpoint: string, id: string): Promise<DeliveryRecord | null> {
+    return (await this.read(endpoint, id))?.record ?? null;
+  }
+
+  /** A record with its KV revision (for {@link update}'s first compare-and-set without a read). */
+  async read(endpoint: string, id: string): Promise<{ record: DeliveryRecord; revision: number } | null> {
     if (!/^we_[0-9a-f]{24}$/.test(endpoint) || !/^dlv_[0-9a-f]{24}$/.test(id)) return null;
     const e = await this.kv.get(`d.${endpoint}.${id}`);
-    return e === null || e.operation !== "PUT" ? null : e.json<DeliveryRecord>();
+    return e === null || e.operation !== "PUT"
+      ? null
+      : { record: e.json<DeliveryRecord>(), revision: e.revision };
   }
 
   /** Every delivery of an endpoint, newest first. */
@@ -89,13 +96,15 @@ export class DeliveryLog {
     endpoint: string,
     id: string,
     fn: (cur: DeliveryRecord) => DeliveryRecord | null,
+    known?: { record: DeliveryRecord; revision: number },
   ): Promise<DeliveryRecord | null> {
     const key = `d.${endpoint}.${id}`;
     for (let attempt = 0; ; attempt++) {
-      const e = await this.kv.get(key);
-      if (e === null || e.operation !== "PUT") return null;
-      const next = fn(e.json<DeliveryRecord>());
-      if (next === null) return e.json<DeliveryRecord>();
+      // The first try may start from a record just read (one round trip less per attempt).
+      const e = attempt === 0 && known !== undefined ? known : await this.read(endpoint, id);
+      if (e === null) return null;
+      const next = fn(e.record);
+      if (next === null) return e.record;
       try {
         await this.kv.update(key, JSON.stringify(next), e.revision);
         return next;

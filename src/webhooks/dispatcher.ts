@@ -45,6 +45,39 @@ export interface DispatcherDeps {
   random?: () => number;
 }
 
+/**
+ * Per-endpoint admission: `limit` attempts at once, `queued` more waiting in this process (kept
+ * alive with `working()`); beyond that `enter` says no and the task goes back to JetStream with a
+ * short delay, so a slow endpoint's backlog never fills the dispatcher's slots.
+ */
+class EndpointGate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly limit: number,
+    private readonly queued: number,
+  ) {}
+
+  async enter(): Promise<boolean> {
+    if (this.active < this.limit) {
+      this.active++;
+      return true;
+    }
+    if (this.waiting.length >= this.queued) return false;
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    return true;
+  }
+
+  /** True when the gate is idle (it can be forgotten). */
+  leave(): boolean {
+    const next = this.waiting.shift();
+    if (next !== undefined) next();
+    else this.active--;
+    return this.active === 0 && this.waiting.length === 0;
+  }
+}
+
 /** Body bytes of a receiver's response read at most (then the connection is dropped). */
 const maxResponseBytes = 64 * 1024;
 
@@ -61,17 +94,20 @@ const maxResponseBytes = 64 * 1024;
  *   after TALLY_WEBHOOK_ACK_WAIT_MS and the attempt made again (at least once; receivers dedupe
  *   on `webhook-id`).
  *
- * NOTE: no head-of-line blocking. Tasks are handled concurrently (up to TALLY_WEBHOOK_MAX_INFLIGHT);
- * an endpoint already at TALLY_WEBHOOK_ENDPOINT_CONCURRENCY attempts gets its further tasks put back
- * with a short delay instead of occupying slots, and each endpoint origin has its own connection
- * pool, so a slow or dead endpoint only ever holds its own share.
+ * NOTE: no head-of-line blocking. Tasks are handled concurrently: each endpoint has a gate of
+ * TALLY_WEBHOOK_ENDPOINT_CONCURRENCY attempts in flight plus a short queue (4x that) in this
+ * process; a task beyond goes back to JetStream with a short delay instead of waiting in line,
+ * and undici keeps a connection pool per origin. Only an admitted attempt takes one of the
+ * TALLY_WEBHOOK_MAX_INFLIGHT slots, so a slow or dead endpoint holds at most its own share of
+ * them (with defaults 8 of 256: 32 endpoints all hanging at once before healthy ones wait).
  */
 export class WebhookDispatcher {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly agent: Agent;
   private readonly signers = new Map<string, Webhook>();
-  private readonly perEndpoint = new Map<string, number>();
+  private readonly gates = new Map<string, EndpointGate>();
+  private readonly attemptSlots: Semaphore;
   private readonly inflight = new Set<Promise<void>>();
   private fanout: ConsumerMessages | null = null;
   private deliver: ConsumerMessages | null = null;
@@ -81,6 +117,7 @@ export class WebhookDispatcher {
   constructor(private readonly deps: DispatcherDeps) {
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
+    this.attemptSlots = new Semaphore(deps.config.maxInflight);
     this.agent = new Agent({
       connections: deps.config.endpointConcurrency,
       connect: { timeout: deps.config.timeoutMs },
@@ -97,10 +134,12 @@ export class WebhookDispatcher {
     this.fanout = await fan.consume({ max_messages: 256 });
     this.deliver = await del.consume({ max_messages: Math.min(1000, config.maxInflight) });
     const fanSlots = new Semaphore(64);
-    const attemptSlots = new Semaphore(config.maxInflight);
+    // Deliveries take no slot while they wait at their endpoint's gate (see attempt()): what this
+    // process holds is bounded by the consumer's max_ack_pending and each gate's queue.
+    const noSlots = new Semaphore(Number.MAX_SAFE_INTEGER);
     this.loops = [
       this.loop(this.fanout, fanSlots, (m) => this.fanOut(m)),
-      this.loop(this.deliver, attemptSlots, (m) => this.attempt(m)),
+      this.loop(this.deliver, noSlots, (m) => this.attempt(m)),
     ];
   }
 
@@ -176,11 +215,12 @@ export class WebhookDispatcher {
   private async attempt(m: JsMsg): Promise<void> {
     const task = m.json<DeliveryTask>();
     const { deliveries, endpoints } = this.deps;
-    const rec = await deliveries.get(task.endpoint, task.delivery);
-    if (rec === null) {
+    const read = await deliveries.read(task.endpoint, task.delivery);
+    if (read === null) {
       m.ack();
       return;
     }
+    const rec = read.record;
     const ep = endpoints.cachedGet(task.endpoint) ?? (await endpoints.get(task.endpoint));
     if (ep === null || ep === undefined || ep.status !== "enabled") {
       await deliveries.update(rec.endpoint, rec.id, (cur) =>
@@ -204,18 +244,20 @@ export class WebhookDispatcher {
       m.ack();
       return;
     }
-    const busy = this.perEndpoint.get(ep.id) ?? 0;
-    if (busy >= this.deps.config.endpointConcurrency) {
-      endpointDeferrals.inc();
-      m.nak(250 + Math.floor(this.random() * 500));
-      return;
-    }
-    this.perEndpoint.set(ep.id, busy + 1);
-    attemptsInflight.inc();
     const keepalive = setInterval(
       () => m.working(),
       Math.max(500, Math.floor(this.deps.config.ackWaitMs / 3)),
     );
+    const gate = this.gate(ep.id);
+    if (!(await gate.enter())) {
+      // The endpoint has its share in flight and its short queue is full: back to JetStream.
+      clearInterval(keepalive);
+      endpointDeferrals.inc();
+      m.nak(250 + Math.floor(this.random() * 500));
+      return;
+    }
+    await this.attemptSlots.acquire();
+    attemptsInflight.inc();
     try {
       const started = this.now();
       const result = await this.post(ep, rec);
@@ -252,23 +294,27 @@ export class WebhookDispatcher {
           next = replay ? rec.next_attempt_at : new Date(this.now() + decision.delayMs).toISOString();
           break;
       }
-      await deliveries.update(rec.endpoint, rec.id, (cur) => ({
-        ...cur,
-        status: cur.status === "succeeded" ? "succeeded" : status,
-        scheduled_attempts: replay ? cur.scheduled_attempts : cur.scheduled_attempts + 1,
-        attempts: withAttempt(cur, attempt),
-        next_attempt_at: status === "pending" ? next : null,
-        updated_at: at,
-      }));
+      await deliveries.update(
+        rec.endpoint,
+        rec.id,
+        (cur) => ({
+          ...cur,
+          status: cur.status === "succeeded" ? "succeeded" : status,
+          scheduled_attempts: replay ? cur.scheduled_attempts : cur.scheduled_attempts + 1,
+          attempts: withAttempt(cur, attempt),
+          next_attempt_at: status === "pending" ? next : null,
+          updated_at: at,
+        }),
+        read,
+      );
       deliveryAttempts.inc({ outcome: decision.kind });
       if (decision.kind === "retry" && !replay) m.nak(decision.delayMs);
       else m.ack();
     } finally {
       clearInterval(keepalive);
       attemptsInflight.dec();
-      const n = (this.perEndpoint.get(ep.id) ?? 1) - 1;
-      if (n <= 0) this.perEndpoint.delete(ep.id);
-      else this.perEndpoint.set(ep.id, n);
+      this.attemptSlots.release();
+      if (gate.leave()) this.gates.delete(ep.id);
     }
   }
 
@@ -326,6 +372,15 @@ export class WebhookDispatcher {
     } finally {
       attemptSeconds.observe((performance.now() - t) / 1000);
     }
+  }
+
+  private gate(endpoint: string): EndpointGate {
+    let g = this.gates.get(endpoint);
+    if (g === undefined) {
+      const limit = this.deps.config.endpointConcurrency;
+      this.gates.set(endpoint, (g = new EndpointGate(limit, limit * 4)));
+    }
+    return g;
   }
 
   private signer(secret: string): Webhook {
