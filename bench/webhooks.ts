@@ -201,6 +201,7 @@ export async function main(argv: string[]): Promise<void> {
     const nc = await connectNats(config, "bench-webhooks-close");
     const hooks = await openWebhooks(nc.jetstream(), await nc.jetstreamManager(), config);
     const inv = draftInvoice(invoiceId("s", "2026-11-01T00:00:00.000Z"), "acme", "s", []);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const pending: Promise<void>[] = [];
     for (let b = 0; b < closeEvents; b += 1000) {
@@ -211,12 +212,13 @@ export async function main(argv: string[]): Promise<void> {
     }
     await Promise.all(pending);
     const s = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     rows.push({
       run: "close: invoice.finalized into the outbox",
       deliveries: closeEvents,
       seconds: s,
       perSec: closeEvents / s,
-      note: "events/s (JetStream acked), no endpoints",
+      note: `events/s (JetStream acked), no endpoints; ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU s in this process`,
     });
     progress(`${rows.at(-1)!.run}: ${fmt(closeEvents / s)}/s`);
     await nc.drain();
