@@ -11,7 +11,7 @@
  *    answering 200 to every POST; it keeps the last request so its signature is verified here).
  * 2. Baselines: `--deliveries` POSTs with undici, 8 in flight on 8 connections (the dispatcher's
  *    default per-endpoint concurrency), unsigned, then each signed with `standardwebhooks`.
- * 3. Outbox: one endpoint; `--deliveries` events emitted (`emitAll`, 256 publishes in flight) and
+ * 3. Outbox: one endpoint; `--deliveries` events emitted (`emitMany`: batches of 200) and
  *    delivered by a `WebhookDispatcher` (default settings: 8 per endpoint). Time from the first
  *    emit to the last request received. Then 4 endpoints x `--deliveries`/4 events (fan-out).
  * 4. Close scale: `--close-events` invoice.finalized events emitted as the close does (emitAll
@@ -167,7 +167,7 @@ export async function main(argv: string[]): Promise<void> {
       }));
       const base = (await state(receiver.url)).count;
       const t0 = performance.now();
-      await hooks.emitter.emitAll(events);
+      await hooks.emitter.emitMany(events);
       const emitted = (performance.now() - t0) / 1000;
       await waitCount(receiver.url, base + n);
       const s = (performance.now() - t0) / 1000;

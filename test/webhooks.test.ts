@@ -360,4 +360,18 @@ describe("delivery", () => {
     expect(r.of(ev.id)).toHaveLength(1);
     await api(env.edge, "DELETE", `/v1/webhook-endpoints/${ep.id}`);
   });
+
+  it("batched events (the close's emitMany) are delivered once each, also when one is raised again in another batch", async () => {
+    const r = await receiver();
+    const ep = await createEndpoint(env.edge, r.url, ["reconciliation.mismatch"]);
+    const [a, b, c] = [testEvent(), testEvent(), testEvent()];
+    await env.edge.webhooks.emitter.emitMany([a, b]);
+    await env.edge.webhooks.emitter.emitMany([b, c]);
+    await env.edge.webhooks.emitter.emit(a);
+    await r.waitFor(3);
+    await new Promise((done) => setTimeout(done, 800));
+    expect(r.requests.map((q) => q.headers["webhook-id"]).sort()).toEqual([a.id, b.id, c.id].sort());
+    for (const q of r.requests) verify(ep.secret, q);
+    await api(env.edge, "DELETE", `/v1/webhook-endpoints/${ep.id}`);
+  });
 });

@@ -14,7 +14,7 @@ import {
   deliveryAttempts,
   endpointDeferrals,
 } from "./metrics.js";
-import type { OutboxMessage } from "./outbox.js";
+import type { OutboxBatch, OutboxMessage } from "./outbox.js";
 import { decideAttempt, parseRetryAfter, type AttemptResult } from "./retry.js";
 
 /** A message on `<prefix>.webhooks.deliveries.<endpoint>`: attempt this delivery (now, or `replay`: once more now). */
@@ -170,46 +170,56 @@ export class WebhookDispatcher {
   }
 
   private async fanOut(m: JsMsg): Promise<void> {
-    const ev = m.json<OutboxMessage>();
-    const payload = JSON.stringify({ type: ev.type, timestamp: ev.timestamp, data: ev.data });
-    if (payload.length > 20 * 1024) {
-      this.deps.log.warn(
-        { event: ev.id, type: ev.type, bytes: payload.length },
-        "webhook payload over 20 kB",
-      );
-    }
+    // One event, or a batch of them (OutboxEmitter.emitMany: the close's invoice.finalized).
+    const body = m.json<OutboxMessage | OutboxBatch>();
+    const events = "events" in body ? body.events : [body];
     const at = new Date(this.now()).toISOString();
-    const targets = this.deps.endpoints
-      .cached()
-      .filter((e) => e.status === "enabled" && e.event_types.includes(ev.type));
+    const endpoints = this.deps.endpoints.cached().filter((e) => e.status === "enabled");
     await Promise.all(
-      targets.map(async (e) => {
-        const id = deliveryId(e.id, ev.id);
-        await this.deps.deliveries.create({
-          id,
-          endpoint: e.id,
-          event_id: ev.id,
-          event_type: ev.type,
-          status: "pending",
-          scheduled_attempts: 0,
-          attempts: [],
-          next_attempt_at: at,
-          payload,
-          created_at: at,
-          updated_at: at,
-        });
-        const task: DeliveryTask = { delivery: id, endpoint: e.id };
-        const ack = await this.deps.js.publish(
-          this.deps.names.webhookDeliverySubject(e.id),
-          JSON.stringify(task),
-          {
-            msgID: id,
-          },
-        );
-        if (!ack.duplicate) deliveriesCreated.inc();
+      events.map(async (ev) => {
+        const payload = JSON.stringify({ type: ev.type, timestamp: ev.timestamp, data: ev.data });
+        if (payload.length > 20 * 1024) {
+          this.deps.log.warn(
+            { event: ev.id, type: ev.type, bytes: payload.length },
+            "webhook payload over 20 kB",
+          );
+        }
+        const targets = endpoints.filter((e) => e.event_types.includes(ev.type));
+        await Promise.all(targets.map((e) => this.createDelivery(e, ev, payload, at)));
       }),
     );
     m.ack();
+  }
+
+  /**
+   * The delivery of one event to one endpoint: its record (created if absent) and its task
+   * (`Nats-Msg-Id` = delivery id). A repeated fan-out creates neither twice within the
+   * duplicate window, and a task of a delivery already settled is only acked.
+   */
+  private async createDelivery(e: WebhookEndpoint, ev: OutboxMessage, payload: string, at: string) {
+    const id = deliveryId(e.id, ev.id);
+    await this.deps.deliveries.create({
+      id,
+      endpoint: e.id,
+      event_id: ev.id,
+      event_type: ev.type,
+      status: "pending",
+      scheduled_attempts: 0,
+      attempts: [],
+      next_attempt_at: at,
+      payload,
+      created_at: at,
+      updated_at: at,
+    });
+    const task: DeliveryTask = { delivery: id, endpoint: e.id };
+    const ack = await this.deps.js.publish(
+      this.deps.names.webhookDeliverySubject(e.id),
+      JSON.stringify(task),
+      {
+        msgID: id,
+      },
+    );
+    if (!ack.duplicate) deliveriesCreated.inc();
   }
 
   private async attempt(m: JsMsg): Promise<void> {
