@@ -13,7 +13,8 @@
  *    default per-endpoint concurrency), unsigned, then each signed with `standardwebhooks`.
  * 3. Outbox: one endpoint; `--deliveries` events emitted (`emitMany`: batches of 200) and
  *    delivered by a `WebhookDispatcher` (default settings: 8 per endpoint). Time from the first
- *    emit to the last request received. Then 4 endpoints x `--deliveries`/4 events (fan-out).
+ *    emit to the last request received. Then 4 endpoints x `--deliveries`/4 events (fan-out),
+ *    then 1 endpoint with TALLY_WEBHOOK_ENDPOINT_CONCURRENCY=32.
  * 4. Close scale: `--close-events` invoice.finalized events emitted as the close does (emitAll
  *    per numbering batch of 1000), no endpoints; events/s, i.e. what the close waits for.
  * 5. Prints a table and one JSON line `{"bench":"webhooks",...}` last.
@@ -143,9 +144,14 @@ export async function main(argv: string[]): Promise<void> {
     }
 
     // The outbox and dispatcher, 1 endpoint then 4.
-    for (const endpoints of [1, 4]) {
+    for (const [endpoints, concurrency] of [
+      [1, 8],
+      [4, 8],
+      [1, 32],
+    ] as const) {
       const prefix = `bw${endpoints}${Date.now().toString(36)}`;
       const config = loadConfig({
+        TALLY_WEBHOOK_ENDPOINT_CONCURRENCY: String(concurrency),
         TALLY_NATS_URL: nats.url,
         TALLY_NATS_PREFIX: prefix,
         TALLY_WEBHOOK_ALLOW_HTTP: "true",
@@ -183,7 +189,7 @@ export async function main(argv: string[]): Promise<void> {
       });
       if (!ok) throw new Error("a delivered request did not verify");
       rows.push({
-        run: `outbox + dispatcher, ${endpoints} endpoint${endpoints > 1 ? "s" : ""}`,
+        run: `outbox + dispatcher, ${endpoints} endpoint${endpoints > 1 ? "s" : ""}, ${concurrency} per endpoint`,
         deliveries: n,
         seconds: s,
         perSec: n / s,
