@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import type { Invoice } from "../src/billing/index.js";
 import { parseCatalogDocument } from "../src/catalog/index.js";
 import type { ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
@@ -45,9 +46,9 @@ afterAll(async () => {
   await ch?.close();
 });
 
-/** `tally close` (the long-running role) as a real process. */
-function startCloseProcess(): ChildProcess {
-  const child = spawn(process.execPath, ["dist/src/cli/main.js", "close"], {
+/** `tally close` (the long-running role, or with `args`) as a real process. */
+function startCloseProcess(args: string[] = [], env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ["dist/src/cli/main.js", "close", ...args], {
     env: {
       ...childEnv(config),
       ...webhookEnv,
@@ -56,6 +57,7 @@ function startCloseProcess(): ChildProcess {
       TALLY_CLOSE_GRACE: "1s",
       TALLY_CLOSE_INTERVAL_MS: "1000",
       TALLY_CLOSE_LEASE_TTL_MS: "2000",
+      ...env,
     },
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -100,4 +102,46 @@ it("SIGKILL of the dispatcher mid-delivery: delivered after a restart, same webh
   // Delivered, and not again.
   await new Promise((r) => setTimeout(r, 1500));
   expect(receiver.of(id)).toHaveLength(2);
+});
+
+it("a close killed right after finalizing, before its events were in the outbox: invoice.finalized is raised by the next run", async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  const late = await Receiver.start();
+  try {
+    const ep = await createEndpoint(edge, late.url, ["invoice.finalized"]);
+    const doc = `
+plans:
+  - { key: daily, currency: usd, interval: day, prices: [{ key: base, type: flat, unit_amount: 1500 }] }
+customers:
+  - { key: acme, currency: usd }
+  - { key: beta, currency: usd }
+subscriptions:
+  - { key: sub-acme, customer: acme, plan: daily, started_at: "${new Date(D - DAY).toISOString()}" }
+  - { key: sub-beta, customer: beta, plan: daily, started_at: "${new Date(D - DAY).toISOString()}" }
+`;
+    await edge.catalog.applyDocument(parseCatalogDocument(doc, edge.catalog.lookup()));
+    await eventually(() => Promise.resolve(edge.catalog.subscriptions.get("sub-beta") !== undefined));
+    const killed = startCloseProcess(["--once"], { TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED: "1" });
+    expect(await new Promise((r) => killed.once("exit", (code, signal) => r(signal ?? code)))).toBe(
+      "SIGKILL",
+    );
+    const beta = (await edge.invoices.ids()).length;
+    expect(beta).toBe(2);
+    let inv: Invoice | null = null;
+    for (const id of await edge.invoices.ids()) {
+      const i = await edge.invoices.get(id);
+      if (i?.customer === "beta") inv = i;
+    }
+    expect(inv?.status).toBe("finalized");
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(late.requests).toHaveLength(0);
+
+    startCloseProcess();
+    await late.waitFor(1, "invoice.finalized raised again by the next run", 30_000);
+    const got = late.requests[0]!;
+    expect(got.headers["webhook-id"]).toBe(`evt_invoice_finalized_${inv!.id}`);
+    expect(verify(ep.secret, got).data).toMatchObject({ id: inv!.id, customer: "beta", number: inv!.number });
+  } finally {
+    await late.stop();
+  }
 });

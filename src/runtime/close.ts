@@ -8,12 +8,16 @@ import type { Logger } from "../observability/index.js";
 import {
   evaluateThresholds,
   openWebhooks,
+  reraiseFinalizedSince,
   startDispatcher,
   type ThresholdReport,
   type WebhookDispatcher,
   type Webhooks,
 } from "../webhooks/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
+
+/** The delivery-log marker a close run holds while it runs (see runOnce). */
+const closeRunMarker = "close_run";
 
 /** A running close role. */
 export interface RunningClose {
@@ -99,7 +103,18 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
         await new Promise((r) => setTimeout(r, 500));
       }
       const started = Date.now();
+      // A close run leaves a marker while it runs: one still set at the start of the next run
+      // means that run died, possibly between finalizing a batch and putting its
+      // invoice.finalized events in the outbox; they are raised again after this run.
+      const diedSince = opts.dryRun ? null : await webhooks.deliveries.marker(closeRunMarker);
+      if (!opts.dryRun && diedSince === null)
+        await webhooks.deliveries.setMarker(closeRunMarker, new Date(started).toISOString());
       const report = await closeDue(deps, Date.now(), opts);
+      if (diedSince !== null) {
+        const n = await reraiseFinalizedSince(invoices, webhooks.emitter, diedSince);
+        log.warn({ since: diedSince, events: n }, "previous close run died; invoice.finalized raised again");
+      }
+      if (!opts.dryRun) await webhooks.deliveries.clearMarker(closeRunMarker);
       log.info(
         {
           finalized: report.finalized.length,

@@ -57,12 +57,14 @@ export class DeliveryLog {
     return new DeliveryLog(await js.views.kv(bucket, { history: 1, replicas }));
   }
 
-  /** Stores a new delivery; an existing one (a repeated fan-out) is left as it is. */
-  async create(rec: DeliveryRecord): Promise<void> {
+  /** Stores a new delivery; an existing one (a repeated fan-out) is left as it is (false). */
+  async create(rec: DeliveryRecord): Promise<boolean> {
     try {
       await this.kv.create(`d.${rec.endpoint}.${rec.id}`, JSON.stringify(rec));
+      return true;
     } catch (err: unknown) {
       if (!isWrongLastSequence(err)) throw err;
+      return false;
     }
   }
 
@@ -126,6 +128,20 @@ export class DeliveryLog {
       if (isWrongLastSequence(err)) return false;
       throw err;
     }
+  }
+
+  /** A marker (`markers.<name>`) holding an ISO time, or null. */
+  async marker(name: string): Promise<string | null> {
+    const e = await this.kv.get(`markers.${name}`);
+    return e === null || e.operation !== "PUT" ? null : e.string();
+  }
+
+  async setMarker(name: string, at: string): Promise<void> {
+    await this.kv.put(`markers.${name}`, at);
+  }
+
+  async clearMarker(name: string): Promise<void> {
+    await this.kv.delete(`markers.${name}`);
   }
 
   async fired(alertToken: string): Promise<boolean> {

@@ -198,7 +198,7 @@ export class WebhookDispatcher {
    */
   private async createDelivery(e: WebhookEndpoint, ev: OutboxMessage, payload: string, at: string) {
     const id = deliveryId(e.id, ev.id);
-    await this.deps.deliveries.create({
+    const created = await this.deps.deliveries.create({
       id,
       endpoint: e.id,
       event_id: ev.id,
@@ -211,6 +211,14 @@ export class WebhookDispatcher {
       created_at: at,
       updated_at: at,
     });
+    if (!created) {
+      // The event was raised again (a catch-up after a crash, or past the duplicate window):
+      // a delivery already attempted has its own task and schedule; a second one would double
+      // its attempts. One never attempted may have lost its task in a crash: publish it again
+      // (within the window JetStream drops it as a duplicate).
+      const cur = await this.deps.deliveries.get(e.id, id);
+      if (cur !== null && (cur.status !== "pending" || cur.attempts.length > 0)) return;
+    }
     const task: DeliveryTask = { delivery: id, endpoint: e.id };
     const ack = await this.deps.js.publish(
       this.deps.names.webhookDeliverySubject(e.id),

@@ -15,3 +15,4 @@ export type { AttemptDecision, AttemptResult } from "./retry.js";
 export { crossings, evaluateThresholds } from "./thresholds.js";
 export type { Crossing, ThresholdDeps, ThresholdReport } from "./thresholds.js";
 export { invoiceData, invoiceFinalized, invoicePaid, invoicePushed, invoicePushFailed } from "./events.js";
+export { reraiseFinalizedSince } from "./finalized.js";
