@@ -54,7 +54,11 @@ export function mountWebhookEndpointRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): 
   app.post("/v1/webhook-endpoints", admin, async (c) => {
     const input = parseWith(schema, await jsonBody(c));
     const e = await hooks.endpoints.create(input, now());
-    log.info({ endpoint: e.id, url: e.url, event_types: e.event_types }, "webhook endpoint created");
+    // The URL's query may carry a receiver's token: only its origin is logged.
+    log.info(
+      { endpoint: e.id, origin: new URL(e.url).origin, event_types: e.event_types },
+      "webhook endpoint created",
+    );
     return c.json({ ...viewOf(e), secret: e.secrets[0]!.secret }, 201);
   });
   app.get("/v1/webhook-endpoints", admin, async (c) =>
