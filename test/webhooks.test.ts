@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestEdge, testConfig, eventually, log } from "./helpers.js";
+import { pino } from "pino";
+import { startEdge } from "../src/runtime/edge.js";
+import { ADMIN_KEY, startTestEdge, testConfig, eventually, log } from "./helpers.js";
 import { DAY, iso, startCloseEnv, today, type CloseEnv } from "./close-setup.js";
 import { startDispatcher, type OutboundEvent, type WebhookDispatcher } from "../src/webhooks/index.js";
 import { api, createEndpoint, Receiver, verify, webhookEnv } from "./webhooks-setup.js";
@@ -96,6 +98,37 @@ describe("endpoints API", () => {
     expect(await bad({ url: "https://example.com/x", event_types: [] })).toEqual(["event_types"]);
     expect(await bad({ url: "https://example.com/x", secret: "mine" })).toEqual(["secret"]);
     expect(await bad("{")).toEqual(["body"]);
+  });
+
+  it("never logs a secret (create, rotate, deliveries), even at trace level", async () => {
+    const lines: string[] = [];
+    const memLog = pino({ level: "trace" }, { write: (l: string) => lines.push(l) });
+    const config = testConfig(webhookEnv);
+    const { edge, ch } = await startTestEdge(config);
+    await edge.stop();
+    const traced = await startEdge(config, memLog, false);
+    await traced.keys.put(ADMIN_KEY, "test admin", ["admin"]);
+    const d = await startDispatcher(traced.nc.jetstream(), traced.webhooks, config, memLog);
+    const r = await receiver();
+    try {
+      const ep = await createEndpoint(traced, `${r.url}?token=receiver-token-123`, [
+        "reconciliation.mismatch",
+      ]);
+      const rotated = await api(traced, "POST", `/v1/webhook-endpoints/${ep.id}/rotate-secret`);
+      await traced.webhooks.emitter.emit(testEvent());
+      await r.waitFor(1);
+      await api(traced, "GET", `/v1/webhook-endpoints/${ep.id}/deliveries`);
+      const all = lines.join("");
+      expect(all).toContain(ep.id);
+      for (const secret of [ep.secret, rotated.body.secret as string]) {
+        expect(all).not.toContain(secret.slice(6, 26));
+      }
+      expect(all).not.toContain("receiver-token-123");
+    } finally {
+      await d.stop();
+      await traced.stop();
+      await ch.close();
+    }
   });
 
   it("requires the admin scope", async () => {
