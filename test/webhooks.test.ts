@@ -11,7 +11,7 @@ import { api, createEndpoint, Receiver, verify, webhookEnv } from "./webhooks-se
  * through the admin API of an in-process edge, a real close finalizing an invoice, a dispatcher
  * (in-process here; webhooks-crash.test.ts runs the close role's own in a child process), and
  * real HTTP receivers that verify every request with `standardwebhooks`' Webhook.verify.
- * Settings: retries after 300 ms, 600 ms, 900 ms; 1.5 s timeout; 4 s rotation overlap.
+ * Settings: retries after 300 ms, 600 ms, 900 ms; 3 s timeout; 4 s rotation overlap.
  */
 const D = today();
 let env: CloseEnv;
@@ -245,7 +245,7 @@ describe("delivery", () => {
   });
 
   it("retries a receiver that times out", async () => {
-    const r = await receiver((n) => (n === 0 ? { status: 200, delayMs: 4000 } : { status: 200 }));
+    const r = await receiver((n) => (n === 0 ? { status: 200, delayMs: 7000 } : { status: 200 }));
     const ep = await createEndpoint(env.edge, r.url, ["reconciliation.mismatch"]);
     const ev = testEvent();
     await env.edge.webhooks.emitter.emit(ev);
@@ -258,8 +258,8 @@ describe("delivery", () => {
       [null, "timeout"],
       [200, null],
     ]);
-    expect(d.attempts[0].duration_ms).toBeGreaterThanOrEqual(1400);
-    expect(d.attempts[0].duration_ms).toBeLessThan(3500);
+    expect(d.attempts[0].duration_ms).toBeGreaterThanOrEqual(2900);
+    expect(d.attempts[0].duration_ms).toBeLessThan(6500);
     const reqs = r.of(ev.id);
     expect(reqs[0]!.headers["webhook-id"]).toBe(reqs[1]!.headers["webhook-id"]);
     await api(env.edge, "DELETE", `/v1/webhook-endpoints/${ep.id}`);
