@@ -15,6 +15,8 @@ const benches = {
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
   sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
   xero: "Xero journal push against the local Xero server at Xero's limits (60 calls/min): journals per minute, calls per 60 s",
+  webhooks:
+    "outbound webhooks: signed deliveries/s outbox -> dispatcher -> local receiver vs raw undici POSTs, and 100k invoice.finalized into the outbox",
   usage:
     "the usage query path (queryUsage) on ClickHouse over >= 100M events: one customer's month p50/p99, all customers, vs bare SQL",
 } as const;

@@ -18,6 +18,9 @@
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
  * | the double-entry journal (entries and their indexes) | KV bucket `tally_journal` |
  * | journal pushes to Xero (entries, batches, the call limiter) | KV bucket `tally_xero` |
+ * | outbound webhook outbox | stream `TALLY_WEBHOOKS`, subjects `tally.webhooks.outbox` (events) and `tally.webhooks.deliveries.<endpoint>` |
+ * | webhook consumers | `tally-webhooks-fanout` (events → deliveries), `tally-webhooks-deliver` (HTTP attempts) |
+ * | webhook endpoints (secrets), delivery log, fired usage alerts | KV buckets `tally_webhook_endpoints`, `tally_webhook_deliveries` |
  */
 export interface BusNames {
   stream: string;
@@ -38,6 +41,14 @@ export interface BusNames {
   xeroBucket: string;
   closeBucket: string;
   journalBucket: string;
+  webhookStream: string;
+  webhookOutboxSubject: string;
+  webhookDeliverySubject: (endpoint: string) => string;
+  webhookDeliverySubjects: string;
+  webhookFanoutConsumer: string;
+  webhookDeliverConsumer: string;
+  webhookEndpointsBucket: string;
+  webhookDeliveriesBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -61,5 +72,13 @@ export function busNames(prefix: string): BusNames {
     xeroBucket: `${prefix}_xero`,
     closeBucket: `${prefix}_close`,
     journalBucket: `${prefix}_journal`,
+    webhookStream: `${upper}_WEBHOOKS`,
+    webhookOutboxSubject: `${prefix}.webhooks.outbox`,
+    webhookDeliverySubject: (endpoint) => `${prefix}.webhooks.deliveries.${endpoint}`,
+    webhookDeliverySubjects: `${prefix}.webhooks.deliveries.*`,
+    webhookFanoutConsumer: `${prefix}-webhooks-fanout`,
+    webhookDeliverConsumer: `${prefix}-webhooks-deliver`,
+    webhookEndpointsBucket: `${prefix}_webhook_endpoints`,
+    webhookDeliveriesBucket: `${prefix}_webhook_deliveries`,
   };
 }

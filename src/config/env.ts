@@ -217,6 +217,38 @@ export const envSchema = z.object({
     .string()
     .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
     .default("1h"),
+  /**
+   * Outbound webhooks (src/webhooks): endpoint URLs must be https unless this is true (dev and
+   * tests only: plain http sends signed events, and the secret-derived signatures, in the clear).
+   */
+  TALLY_WEBHOOK_ALLOW_HTTP: bool(false),
+  /** Timeout of one webhook delivery attempt, connect to last body byte (ms). The spec suggests 15-30 s. */
+  TALLY_WEBHOOK_TIMEOUT_MS: int(15_000, 100).pipe(z.number().max(300_000)),
+  /**
+   * Waits before each retry of a failed delivery (after the immediate first attempt), as
+   * durations (`500ms`, `5s`, `5m`, `2h`); each gets ±10 % jitter. Default: the Standard Webhooks
+   * example schedule (10 attempts over about 75.5 h). Tests shorten it.
+   */
+  TALLY_WEBHOOK_RETRY_SCHEDULE: z
+    .string()
+    .regex(
+      /^\s*\d{1,9}(ms|s|m|h|d)(\s*,\s*\d{1,9}(ms|s|m|h|d)){0,49}\s*$/,
+      "must be a comma-separated list of durations such as 5s,5m,30m,2h",
+    )
+    .default("5s,5m,30m,2h,5h,10h,14h,20h,24h"),
+  /** How long the previous secret of an endpoint still signs deliveries after a rotation (ms). */
+  TALLY_WEBHOOK_SECRET_OVERLAP_MS: int(86_400_000, 0),
+  /** Deliveries in flight at once to one endpoint (more wait in JetStream, not in memory); others are not held up. */
+  TALLY_WEBHOOK_ENDPOINT_CONCURRENCY: int(8, 1).pipe(z.number().max(256)),
+  /** Deliveries in flight at once per dispatcher process (all endpoints). */
+  TALLY_WEBHOOK_MAX_INFLIGHT: int(256, 1).pipe(z.number().max(10_000)),
+  /**
+   * JetStream ack wait of the delivery consumer (ms): a dispatcher killed mid-delivery has its
+   * deliveries handed out again after this. In-flight attempts are kept alive with `working()`.
+   */
+  TALLY_WEBHOOK_ACK_WAIT_MS: int(60_000, 1000),
+  /** How often the close role evaluates usage alerts (`usage_alerts` of subscriptions), ms; 0 = off. */
+  TALLY_WEBHOOK_THRESHOLD_INTERVAL_MS: int(300_000, 0),
 
   TALLY_DEV_MODE: bool(false),
   /**
@@ -319,6 +351,8 @@ export interface Config {
   reconcile: { intervalMs: number; settleMs: number };
   /** The journal (TALLY_ACCOUNTING_*). */
   accounting: { timezone: string; crashAfterEntries: number };
+  /** Outbound webhooks (TALLY_WEBHOOK_*). */
+  webhooks: WebhookConfig;
 }
 
 /** The Xero connector's settings (see the TALLY_XERO_* variables). */
@@ -343,6 +377,19 @@ export interface XeroConfig {
   retryMaxMs: number;
   /** See TALLY_FAULT_XERO_CRASH_AT. */
   crashAt: "after_record" | "after_response" | undefined;
+}
+
+/** Outbound webhook settings (see the TALLY_WEBHOOK_* variables). */
+export interface WebhookConfig {
+  allowHttp: boolean;
+  timeoutMs: number;
+  /** Waits before retries 1..n (ms), jitter not applied. */
+  retryScheduleMs: number[];
+  secretOverlapMs: number;
+  endpointConcurrency: number;
+  maxInflight: number;
+  ackWaitMs: number;
+  thresholdIntervalMs: number;
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -493,12 +540,23 @@ export function toConfig(e: Env): Config {
       timezone: e.TALLY_ACCOUNTING_TIMEZONE,
       crashAfterEntries: e.TALLY_FAULT_JOURNAL_CRASH_AFTER_ENTRIES,
     },
+    webhooks: {
+      allowHttp: e.TALLY_WEBHOOK_ALLOW_HTTP,
+      timeoutMs: e.TALLY_WEBHOOK_TIMEOUT_MS,
+      retryScheduleMs: e.TALLY_WEBHOOK_RETRY_SCHEDULE.split(",").map((d) => parseDuration(d.trim())),
+      secretOverlapMs: e.TALLY_WEBHOOK_SECRET_OVERLAP_MS,
+      endpointConcurrency: e.TALLY_WEBHOOK_ENDPOINT_CONCURRENCY,
+      maxInflight: e.TALLY_WEBHOOK_MAX_INFLIGHT,
+      ackWaitMs: e.TALLY_WEBHOOK_ACK_WAIT_MS,
+      thresholdIntervalMs: e.TALLY_WEBHOOK_THRESHOLD_INTERVAL_MS,
+    },
   };
 }
 
-/** `30m`, `1h`, `2d` (already validated) → milliseconds. */
+/** `500ms`, `30m`, `1h`, `2d` (already validated) → milliseconds. */
 export function parseDuration(text: string): number {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
   if (m === null) throw new Error(`not a duration: ${text}`);
-  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(m[1]) * unit[m[2] as keyof typeof unit];
 }

@@ -21,6 +21,7 @@ import { mountInvoiceRoutes, type EdgeInvoices } from "./routes/invoices.js";
 import { mountKeyRoutes } from "./routes/keys.js";
 import { mountRevenueRoutes } from "./routes/revenue.js";
 import { mountStripeWebhookRoutes } from "./routes/stripe-webhooks.js";
+import { mountWebhookEndpointRoutes, type EdgeWebhooks } from "./routes/webhook-endpoints.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 
 /** What the edge needs; built by `startEdge`, or by tests with their own servers. */
@@ -42,6 +43,8 @@ export interface EdgeDeps {
   journal?: JournalStore;
   /** Readiness probe of NATS, ClickHouse and the schema. */
   ready: () => Promise<Record<string, boolean>>;
+  /** Outbound webhooks (endpoints, delivery log, outbox); unset: the routes do not exist. */
+  webhooks?: EdgeWebhooks;
   now?: () => number;
 }
 
@@ -73,6 +76,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   mountInvoiceRoutes(app, deps, deps.invoices);
   mountRevenueRoutes(app, deps);
   mountStripeWebhookRoutes(app, deps);
+  mountWebhookEndpointRoutes(app, deps);
   mountUsageRoutes(app, deps);
   mountPortal(app, deps);
   return app;
