@@ -38,7 +38,7 @@ export async function openReconciler(deps: {
   const push = stripe === null ? null : await PushStore.open(deps.js, names.pushBucket, config.nats.replicas);
   return {
     async run(month) {
-      const { start } = monthRange(month, timeZone);
+      const { start, end } = monthRange(month, timeZone);
       const chart = deps.catalog.chart();
       const report = await reconcile(
         {
@@ -50,6 +50,7 @@ export async function openReconciler(deps: {
           receivable: chart?.receivable ?? "",
           emitter: deps.emitter,
           since: start.toJSDate(),
+          until: end.toJSDate(),
           settleMs: config.reconcile.settleMs,
         },
         month,

@@ -254,6 +254,8 @@ export interface ReconcileDeps {
   emitter?: WebhookEmitter | undefined;
   /** The month's first instant: Stripe documents created before it cannot be this month's. */
   since: Date;
+  /** The next month's first instant: a Stripe document naming no Tally document is this month's if created before it. */
+  until: Date;
   now?: number;
   settleMs: number;
 }
@@ -295,6 +297,9 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
       message: `Stripe ${id} (${status ?? "?"}) names Tally document ${tallyId}, which does not exist`,
     });
   const customerOf = (c: string | { id: string } | null) => (typeof c === "string" ? c : (c?.id ?? "?"));
+  // An orphan is reported in the month it was created in (each month's run lists from its start on).
+  const ofMonth = (created: number) =>
+    created * 1000 >= deps.since.getTime() && created * 1000 < deps.until.getTime();
   if (deps.stripe !== null) {
     for (const id of docs.keys()) stripeOf.set(id, { invoices: [], creditNotes: [] });
     // A day of slack for clocks: Stripe stamps `created` with its own.
@@ -303,13 +308,17 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
       const tallyId = inv.metadata?.tally_invoice;
       if (tallyId === undefined) continue;
       stripeOf.get(tallyId)?.invoices.push(inv);
-      if (!deps.exists(tallyId)) orphan(inv.id, tallyId, customerOf(inv.customer), inv.status, inv.total);
+      if (!deps.exists(tallyId) && ofMonth(inv.created)) {
+        orphan(inv.id, tallyId, customerOf(inv.customer), inv.status, inv.total);
+      }
     }
     for await (const cn of deps.stripe.creditNotes.list({ created: { gte }, limit: 100 })) {
       const tallyId = cn.metadata?.tally_credit_note;
       if (tallyId === undefined) continue;
       stripeOf.get(tallyId)?.creditNotes.push(cn);
-      if (!deps.exists(tallyId)) orphan(cn.id, tallyId, customerOf(cn.customer), cn.status, -cn.total);
+      if (!deps.exists(tallyId) && ofMonth(cn.created)) {
+        orphan(cn.id, tallyId, customerOf(cn.customer), cn.status, -cn.total);
+      }
     }
   }
   const now = deps.now ?? Date.now();
