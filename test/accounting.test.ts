@@ -343,7 +343,17 @@ describe("entries from the close", () => {
     const stripeId = [...srv.state.invoices.values()].find(
       (s) => s.metadata.tally_invoice === docs.beta1!.id,
     )!.id;
+    // In Stripe, someone credits 40 before the customer pays (a pre-payment credit note): Stripe
+    // collects 500 of the 540. The event carries the invoice as it stands, `amount_paid` included,
+    // and the journal receives what was paid, not the total.
+    const sdk = createStripeClient(env.config.stripe).stripe;
+    await sdk.creditNotes.create({
+      invoice: stripeId,
+      lines: [{ type: "custom_line_item", unit_amount: 40, quantity: 1, description: "goodwill" }],
+    });
+    await sdk.invoices.pay(stripeId, { paid_out_of_band: true });
     const paid = srv.state.eventFor("invoice.paid", stripeId);
+    expect(paid.data.object).toMatchObject({ status: "paid", total: 540, amount_paid: 500 });
     const deliver = async () => {
       const { payload, header } = signEvent(paid, WEBHOOK_SECRET, Math.floor(Date.now() / 1000));
       const r = await env.edge.app.request("/v1/webhooks/stripe", {
@@ -362,8 +372,8 @@ describe("entries from the close", () => {
     expect(pay.date).toBe(iso(paid.created * 1000).slice(0, 10));
     expect(pay.payment).toEqual({ stripe_invoice: stripeId, event: paid.id });
     expect(lines(pay)).toEqual([
-      ["1000", 540, 0],
-      ["1200", 0, 540],
+      ["1000", 500, 0],
+      ["1200", 0, 500],
     ]);
     expect(await deliver()).toBe("duplicate");
     expect((await postJournals(postDeps)).posted.payment).toBe(0);
@@ -389,14 +399,16 @@ describe("entries from the close", () => {
 
   it("tally journals export --format csv|json and tally revenue --json read the posted journal", async () => {
     const run = (args: string[]) =>
-      new Promise<{ code: number | null; out: string }>((resolve) => {
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
         const child = spawn(process.execPath, ["dist/src/cli/main.js", ...args], {
           env: { ...childEnv(env.config), TALLY_LOG_LEVEL: "silent" },
-          stdio: ["ignore", "pipe", "inherit"],
+          stdio: ["ignore", "pipe", "pipe"],
         });
         let out = "";
+        let err = "";
         child.stdout.on("data", (b: Buffer) => (out += b.toString("utf8")));
-        child.once("exit", (code) => resolve({ code, out }));
+        child.stderr.on("data", (b: Buffer) => (err += b.toString("utf8")));
+        child.once("exit", (code) => resolve({ code, out, err }));
       });
     const entries = await journal.list({ from: `${month2}-01`, to: `${month2}-31` });
     const csv = await run(["journals", "export", "--month", month2, "--format", "csv"]);
@@ -437,6 +449,7 @@ describe("entries from the close", () => {
     expect(JSON.parse(rev.out)).toEqual((await admin(`/v1/revenue?month=${month1}`)).body);
     const bad = await run(["revenue", "--month", "2026-13"]);
     expect(bad.code).not.toBe(0);
+    expect(bad.err).toMatch(/--month.*2026-13.*YYYY-MM/);
   });
 
   it("a true-up of a two-month period is split by when the late usage happened; a period closed before it ends defers", async () => {

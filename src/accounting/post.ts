@@ -176,7 +176,11 @@ export class JournalPoster {
             ]);
             if (doc === null) return null;
             const part = push?.parts.find((x) => x.stripe_invoice === stripe);
-            const amount = part?.stripe_total ?? (push === null || push.parts.length <= 1 ? doc.total : null);
+            // What Stripe says was paid; records written before it was kept fall back to the total.
+            const amount =
+              p.amount_paid ??
+              part?.stripe_total ??
+              (push === null || push.parts.length <= 1 ? doc.total : null);
             if (amount === null) {
               report.errors.push({
                 document: invoice,
@@ -185,6 +189,8 @@ export class JournalPoster {
               });
               return null;
             }
+            // Nothing was received (a credit note covered the invoice before it was paid).
+            if (amount === 0) return null;
             const pay = { stripe_invoice: stripe, event: p.event, event_created: p.event_created, amount };
             return paymentEntry(doc, pay, { ...base, postedAt: postedAt() });
           },

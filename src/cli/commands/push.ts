@@ -5,7 +5,7 @@ import { CatalogStore } from "../../catalog/index.js";
 import { JournalStore } from "../../accounting/index.js";
 import { openStripePusher, type PushReport } from "../../connectors/stripe/index.js";
 import { openXeroPusher, XeroDuePusher } from "../../connectors/xero/index.js";
-import { createLogger } from "../../observability/index.js";
+import { createLogger, type Logger } from "../../observability/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { configOrExit } from "../config.js";
 import { onShutdown } from "./serve.js";
@@ -18,6 +18,29 @@ function summary(r: PushReport): string {
   for (const m of r.mismatched) lines.push(`  ALERT total mismatch ${m} (tally invoices show ${m})`);
   for (const s of r.skipped) lines.push(`  skipped ${s.invoice}: ${s.reason}`);
   return lines.join("\n");
+}
+
+/** Runs `push` now and every `intervalMs` (one run at a time) until SIGTERM/SIGINT, then `stop`. */
+function keepPushing(
+  log: Logger,
+  intervalMs: number,
+  what: string,
+  stop: () => Promise<void>,
+  push: () => Promise<void>,
+): void {
+  let running: Promise<void> = Promise.resolve();
+  const tick = () => {
+    running = running
+      .then(push)
+      .catch((err: unknown) => log.error({ err }, `${what} push run failed; will retry`));
+  };
+  tick();
+  const timer = setInterval(tick, intervalMs);
+  onShutdown(log, async () => {
+    clearInterval(timer);
+    await running;
+    await stop();
+  });
 }
 
 export function registerPushCommand(program: Command): void {
@@ -51,21 +74,9 @@ export function registerPushCommand(program: Command): void {
         await nc.drain();
       };
       if (!opts.once && opts.invoice === undefined) {
-        let running: Promise<unknown> = Promise.resolve();
-        const tick = () => {
-          running = running
-            .then(() => pusher.pushDue())
-            .then((r) =>
-              log.info({ ...r, failed: r.failed.length, pushed: r.pushed.length }, "stripe push run"),
-            )
-            .catch((err: unknown) => log.error({ err }, "stripe push run failed; will retry"));
-        };
-        tick();
-        const timer = setInterval(tick, config.close.intervalMs);
-        onShutdown(log, async () => {
-          clearInterval(timer);
-          await running;
-          await stop();
+        keepPushing(log, config.close.intervalMs, "stripe", stop, async () => {
+          const r = await pusher.pushDue();
+          log.info({ ...r, failed: r.failed.length, pushed: r.pushed.length }, "stripe push run");
         });
         return;
       }
@@ -118,19 +129,9 @@ export function registerPushCommand(program: Command): void {
         await nc.drain();
       };
       if (!opts.once) {
-        let running: Promise<unknown> = Promise.resolve();
-        const tick = () => {
-          running = running
-            .then(() => due.pushDue())
-            .then((r) => log.info({ ...r, failed: r.failed.length }, "xero push run"))
-            .catch((err: unknown) => log.error({ err }, "xero push run failed; will retry"));
-        };
-        tick();
-        const timer = setInterval(tick, config.close.intervalMs);
-        onShutdown(log, async () => {
-          clearInterval(timer);
-          await running;
-          await stop();
+        keepPushing(log, config.close.intervalMs, "xero", stop, async () => {
+          const r = await due.pushDue();
+          log.info({ ...r, failed: r.failed.length }, "xero push run");
         });
         return;
       }

@@ -98,6 +98,9 @@ export async function recordStripeEvent(store: PushStore, event: Stripe.Event): 
                 status: next,
                 event: event.id,
                 event_created: event.created,
+                ...(next === "paid" && typeof obj.amount_paid === "number"
+                  ? { amount_paid: obj.amount_paid }
+                  : {}),
                 part: partText !== undefined && /^\d+$/.test(partText) ? Number(partText) : null,
               },
             }

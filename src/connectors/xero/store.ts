@@ -1,6 +1,6 @@
 import type { JetStreamClient, KV } from "nats";
 import pMap from "p-map";
-import { isWrongLastSequence, watchLoaded } from "../../lib/kv.js";
+import { readJson, updateJson, watchLoaded } from "../../lib/kv.js";
 import type { Logger } from "../../observability/index.js";
 
 /**
@@ -163,26 +163,11 @@ export class XeroStore {
     return this.cas("limiter", fn);
   }
 
-  private async read<T>(key: string): Promise<{ value: T; revision: number } | null> {
-    const e = await this.kv.get(key);
-    return e === null || e.operation !== "PUT" ? null : { value: e.json<T>(), revision: e.revision };
+  private read<T>(key: string): Promise<{ value: T; revision: number } | null> {
+    return readJson<T>(this.kv, key);
   }
 
-  private async cas<T>(key: string, fn: (cur: T | null) => T | null): Promise<T | null> {
-    for (let attempt = 0; ; attempt++) {
-      const e = await this.kv.get(key);
-      const cur = e === null || e.operation !== "PUT" ? null : e.json<T>();
-      const next = fn(cur);
-      if (next === null) return cur;
-      try {
-        if (e === null) await this.kv.create(key, JSON.stringify(next));
-        else await this.kv.update(key, JSON.stringify(next), e.revision);
-        return next;
-      } catch (err: unknown) {
-        if (!isWrongLastSequence(err)) throw err;
-        if (attempt >= 50) throw new XeroStoreConflict(`${key} changed concurrently ${attempt + 1} times`);
-        await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
-      }
-    }
+  private cas<T>(key: string, fn: (cur: T | null) => T | null): Promise<T | null> {
+    return updateJson(this.kv, key, fn, { maxAttempts: 51, conflict: (m) => new XeroStoreConflict(m) });
   }
 }
