@@ -48,6 +48,7 @@ export async function openReconciler(deps: {
           stripe,
           journal: chart === undefined ? null : journal,
           receivable: chart?.receivable ?? "",
+          draftsExpected: !config.stripe.finalize,
           emitter: deps.emitter,
           since: start.toJSDate(),
           until: end.toJSDate(),

@@ -93,6 +93,15 @@ describe("compareDocument", () => {
       ["stripe_total", "1234", "2468"],
     ]);
     expect(checks([])).toEqual([["stripe_missing", "1234", null]]);
+    expect(checks([stripeInvoice({ status: "draft" })])).toEqual([["stripe_status", null, null]]);
+    // TALLY_STRIPE_FINALIZE=false leaves pushed invoices as drafts on purpose.
+    const draft = { invoices: [stripeInvoice({ status: "draft" })], creditNotes: [] };
+    expect(
+      compareDocument(
+        { doc: doc(), push: pushed, stripe: draft, journal: null },
+        { ...opts, draftsExpected: true },
+      ),
+    ).toEqual([]);
   });
 
   it("reports a document not pushed or not journaled only once it is older than the settle time", () => {

@@ -79,6 +79,8 @@ export interface CompareOptions {
   settleMs: number;
   /** The receivable account code (the catalog's `accounts.receivable`). */
   receivable: string;
+  /** TALLY_STRIPE_FINALIZE=false: pushed invoices are left as drafts for review, not a difference. */
+  draftsExpected?: boolean;
 }
 
 const fmt = (n: number | null) => (n === null ? null : String(n));
@@ -155,7 +157,7 @@ export function compareDocument(f: DocumentFacts, opts: CompareOptions): Differe
         if (n > 1) diff("stripe_duplicate", `${n} live Stripe documents for part ${part}`);
       }
       for (const l of live) {
-        if (l.status === "draft" && status === "pushed") {
+        if (l.status === "draft" && status === "pushed" && opts.draftsExpected !== true) {
           diff("stripe_status", `Stripe ${l.id} is still a draft`);
         } else if (l.status === "void" || l.status === "uncollectible") {
           diff("stripe_status", `Stripe ${l.id} is ${l.status}`);
@@ -251,6 +253,7 @@ export interface ReconcileDeps {
   stripe: Stripe | null;
   journal: JournalReader | null;
   receivable: string;
+  draftsExpected?: boolean;
   emitter?: WebhookEmitter | undefined;
   /** The month's first instant: Stripe documents created before it cannot be this month's. */
   since: Date;
@@ -333,7 +336,12 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
             stripe: stripeOf.get(doc.id) ?? null,
             journal: deps.journal === null ? null : await deps.journal.forDocument(doc.id),
           },
-          { now, settleMs: deps.settleMs, receivable: deps.receivable },
+          {
+            now,
+            settleMs: deps.settleMs,
+            receivable: deps.receivable,
+            draftsExpected: deps.draftsExpected === true,
+          },
         ),
       { concurrency: 64 },
     )

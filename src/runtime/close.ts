@@ -135,7 +135,8 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     if (every === 0 || Date.now() - reconciledAt < every) return;
     reconciledAt = Date.now();
     reconciler ??= await openReconciler({ js, invoices, catalog, config, log, emitter: webhooks.emitter });
-    const now = DateTime.utc();
+    // Months of the books: documents are dated in the accounting time zone.
+    const now = DateTime.now().setZone(config.accounting.timezone);
     for (const m of [now.minus({ months: 1 }), now]) {
       await reconciler.run(m.toFormat("yyyy-MM")).catch((err: unknown) => {
         log.error({ err }, "reconciliation failed; the next interval retries");
