@@ -447,6 +447,15 @@ describe("entries from the close", () => {
     const rev = await run(["revenue", "--month", month1, "--json"]);
     expect(rev.code).toBe(0);
     expect(JSON.parse(rev.out)).toEqual((await admin(`/v1/revenue?month=${month1}`)).body);
+    // The credit note is listed by kind (invoices list --kind), alone.
+    const cns = await run(["invoices", "list", "--kind", "credit_note", "--json"]);
+    expect(cns.code).toBe(0);
+    const listed = JSON.parse(cns.out) as { id: string; kind: string; total: number }[];
+    expect(listed.map((d) => d.kind)).toEqual(["credit_note"]);
+    expect(listed[0]!.total).toBeLessThan(0);
+    const wrongKind = await run(["invoices", "list", "--kind", "bill"]);
+    expect(wrongKind.code).not.toBe(0);
+    expect(wrongKind.err).toMatch(/--kind.*must be invoice or credit_note/);
     const bad = await run(["revenue", "--month", "2026-13"]);
     expect(bad.code).not.toBe(0);
     expect(bad.err).toMatch(/--month.*2026-13.*YYYY-MM/);
