@@ -27,7 +27,6 @@ export {
   exportCsv,
   exportRows,
   loadRevenueInputs,
-  majorUnits,
   monthPattern,
   revenueReport,
 } from "./revenue.js";

@@ -3,7 +3,8 @@ import type { Invoice, InvoiceLine } from "../billing/index.js";
 import type { Accounts } from "../catalog/index.js";
 import { documentEntry, recognitionEntries } from "./derive.js";
 import type { JournalEntry } from "./journal.js";
-import { exportCsv, majorUnits, revenueReport, type RevenueInputs } from "./revenue.js";
+import { minorToDecimal } from "../rating/index.js";
+import { exportCsv, revenueReport, type RevenueInputs } from "./revenue.js";
 
 const chart: Accounts = {
   receivable: "1200",
@@ -151,8 +152,8 @@ describe("revenueReport", () => {
     expect(csv[2]).toBe(
       `${arrears.id},2026-11-14,invoice,TALLY-000001,acme,4000,0.00,17.00,USD,${iso(OCT15)},${iso(NOV1)},"flat, ""pro"", 1"`,
     );
-    expect(majorUnits(-5, 2)).toBe("-0.05");
-    expect(majorUnits(1234, 0)).toBe("1234");
-    expect(majorUnits(1, 3)).toBe("0.001");
+    expect(minorToDecimal(-5, 2)).toBe("-0.05");
+    expect(minorToDecimal(1234, 0)).toBe("1234");
+    expect(minorToDecimal(1, 3)).toBe("0.001");
   });
 });

@@ -1,5 +1,6 @@
 import { stringify } from "csv-stringify/sync";
 import type { Accounts } from "../catalog/index.js";
+import { minorToDecimal } from "../rating/index.js";
 import { dayIn, lastDayOf, recognitionEntryId } from "./derive.js";
 import type { JournalEntry } from "./journal.js";
 import type { JournalStore } from "./store.js";
@@ -143,16 +144,6 @@ export function revenueReport(
   return { month, timezone, data, totals: [...totals.values()], entries: seen.size };
 }
 
-/** Integer minor units as an exact major-unit decimal (`-1234`, 2 → `-12.34`). */
-export function majorUnits(minor: number, exponent: number): string {
-  const neg = minor < 0;
-  const digits = Math.abs(minor)
-    .toString()
-    .padStart(exponent + 1, "0");
-  const body = exponent === 0 ? digits : `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}`;
-  return `${neg ? "-" : ""}${body}`;
-}
-
 /** One line of the journal export (`tally journals export`). */
 export interface ExportRow {
   entry_id: string;
@@ -194,8 +185,8 @@ export function exportRows(entries: readonly JournalEntry[]): ExportRow[] {
       document_number: e.document_number,
       customer: e.customer,
       account: l.account,
-      debit: majorUnits(l.debit, e.currency_exponent),
-      credit: majorUnits(l.credit, e.currency_exponent),
+      debit: minorToDecimal(l.debit, e.currency_exponent),
+      credit: minorToDecimal(l.credit, e.currency_exponent),
       currency: e.currency,
       service_start: l.service_period?.start ?? "",
       service_end: l.service_period?.end ?? "",

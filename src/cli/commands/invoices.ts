@@ -4,7 +4,8 @@ import { busNames } from "../../bus/index.js";
 import { PushStore, type StripePayments, type StripePush } from "../../connectors/stripe/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { configOrExit } from "../config.js";
-import { describeInvoice, formatAmount } from "./close.js";
+import { minorToDecimal } from "../../rating/index.js";
+import { describeInvoice } from "./close.js";
 
 async function withInvoices<T>(fn: (store: InvoiceStore, push: PushStore) => Promise<T>): Promise<T> {
   const config = configOrExit();
@@ -66,7 +67,7 @@ function row(s: InvoiceSummary, exponent: (currency: string) => number): string 
     s.id,
     s.status.padEnd(9),
     s.period_start.slice(0, 19),
-    `${formatAmount(s.total, exponent(s.currency))} ${s.currency}`.padStart(16),
+    `${minorToDecimal(s.total, exponent(s.currency))} ${s.currency}`.padStart(16),
     s.customer,
   ].join("  ");
 }

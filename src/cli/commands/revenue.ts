@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { loadRevenueInputs, majorUnits, revenueReport, type RevenueReport } from "../../accounting/index.js";
+import { loadRevenueInputs, revenueReport, type RevenueReport } from "../../accounting/index.js";
+import { minorToDecimal } from "../../rating/index.js";
 import { monthOption, withJournal } from "./journals.js";
 
 /** The revenue report as a table. */
@@ -11,7 +12,7 @@ function table(r: RevenueReport): string {
       d.account,
       d.role,
       ...[d.recognized, d.posted, d.billed, d.deferred_balance].map((n) =>
-        majorUnits(n, d.currency_exponent),
+        minorToDecimal(n, d.currency_exponent),
       ),
     ]),
     ...r.totals.map((t) => [
@@ -19,7 +20,7 @@ function table(r: RevenueReport): string {
       "total",
       "net",
       ...[t.recognized, t.posted, t.billed, t.deferred_balance].map((n) =>
-        majorUnits(n, t.currency_exponent),
+        minorToDecimal(n, t.currency_exponent),
       ),
     ]),
   ];
