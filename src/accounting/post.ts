@@ -67,6 +67,11 @@ export class JournalPoster {
 
   constructor(private readonly deps: PostDeps) {}
 
+  /** The journal this poster writes (others in the process read it rather than open a second watch). */
+  get journal(): JournalStore {
+    return this.deps.journal;
+  }
+
   /** Opens the watches (once; {@link postDue} does it on its first configured round). */
   start(): Promise<void> {
     this.started ??= this.open().catch((err: unknown) => {

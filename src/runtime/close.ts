@@ -1,6 +1,6 @@
 import { DateTime } from "luxon";
 import { openReconciler, type Reconciler } from "../accounting/reconcile-setup.js";
-import { JournalStore, openJournalPoster } from "../accounting/index.js";
+import { openJournalPoster } from "../accounting/index.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -104,12 +104,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
   // With TALLY_XERO_CLIENT_ID/_SECRET set, posted entries go to Xero as manual journals. Xero
   // allows 60 calls a minute, so a large backlog takes minutes: it runs beside the close rounds
   // (one push at a time), never inside them.
-  const xeroJournal = await JournalStore.open(js, names.journalBucket, config.nats.replicas, log);
-  const xero = await openXeroPusher({ js, config, log, journal: xeroJournal, emitter: webhooks.emitter });
+  // It reads the poster's journal store: one watch of the entry ids in the process, not two.
+  const xero = await openXeroPusher({ js, config, log, journal: poster.journal, emitter: webhooks.emitter });
   const xeroDue =
     xero === null
       ? null
-      : new XeroDuePusher({ journal: xeroJournal, store: xero.store, pusher: xero.pusher, log });
+      : new XeroDuePusher({ journal: poster.journal, store: xero.store, pusher: xero.pusher, log });
   let xeroRunning: Promise<void> | null = null;
   const kickXero = () => {
     if (xeroDue === null || xeroRunning !== null || catalog.chart() === undefined) return;
@@ -255,11 +255,11 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
       await running.catch(() => undefined);
       await reconciling.catch(() => undefined);
       reconciler?.stop();
-      poster.stop();
+      // The Xero push reads the poster's journal: stop it first.
       await xeroRunning;
       xeroDue?.stop();
-      xeroJournal.stop();
       await xero?.client.close();
+      poster.stop();
       await dispatcher.stop();
       webhooks.endpoints.stop();
       await lease.release();

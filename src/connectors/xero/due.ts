@@ -1,7 +1,7 @@
 import pMap from "p-map";
 import type { JournalEntry, JournalStore } from "../../accounting/index.js";
 import type { Logger } from "../../observability/index.js";
-import type { XeroPushReport, XeroPusher } from "./push.js";
+import { emptyPushReport, type XeroPushReport, type XeroPusher } from "./push.js";
 import type { XeroStore } from "./store.js";
 
 /** Entries read and pushed per `pushJournals` call (bounds memory; Xero takes 50 per request). */
@@ -31,16 +31,7 @@ export class XeroDuePusher {
     }
     const settled = this.settled;
     const due = [...journal.knownIds()].filter((id) => !settled.has(id)).sort();
-    const total: XeroPushReport & { due: number } = {
-      due: due.length,
-      pushed: 0,
-      alreadyPushed: 0,
-      failed: [],
-      deferred: 0,
-      requests: 0,
-      lookups: 0,
-      elapsedMs: 0,
-    };
+    const total: XeroPushReport & { due: number } = { ...emptyPushReport(), due: due.length };
     // One call even with nothing due: it finishes a batch a killed run left open.
     for (let i = 0; i === 0 || i < due.length; i += chunk) {
       const entries = (

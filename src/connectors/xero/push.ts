@@ -44,6 +44,11 @@ export interface XeroPushReport {
   elapsedMs: number;
 }
 
+/** A report of nothing done yet (each call, and the sum of several, start from it). */
+export function emptyPushReport(): XeroPushReport {
+  return { pushed: 0, alreadyPushed: 0, failed: [], deferred: 0, requests: 0, lookups: 0, elapsedMs: 0 };
+}
+
 /** Backoff of a batch after a retriable failure, across calls (doubles up to TALLY_XERO_RETRY_MAX_MS). */
 const sendRetry = (maxMs: number): RetryPolicy => ({
   maxAttempts: 8,
@@ -91,15 +96,7 @@ export class XeroPusher {
    */
   async pushJournals(entries: readonly JournalEntry[]): Promise<XeroPushReport> {
     const started = this.now();
-    const report: XeroPushReport = {
-      pushed: 0,
-      alreadyPushed: 0,
-      failed: [],
-      deferred: 0,
-      requests: 0,
-      lookups: 0,
-      elapsedMs: 0,
-    };
+    const report = emptyPushReport();
     const given = new Map(entries.map((e) => [e.id, e]));
     try {
       const base = await this.organisationCurrency();
