@@ -10,7 +10,16 @@ import { narrationMarker } from "../src/connectors/xero/index.js";
 import { startClose, type RunningClose } from "../src/runtime/close.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, childEnv, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  childEnv,
+  log,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+  applyCatalog,
+  closeUntilFinalized,
+} from "./helpers.js";
 import { xeroEnvVars } from "./xero-push-setup.js";
 import { startXeroServer, type XeroTestServer } from "./xero-server/index.js";
 
@@ -42,10 +51,9 @@ beforeAll(async () => {
   });
   ({ edge, ch } = await startTestEdge(config));
   sink = await startTestSink(config);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: `
+  const applied = await applyCatalog(
+    edge,
+    `
 meters:
   - { key: calls, event_type: api_call, aggregation: count }
 plans:
@@ -72,8 +80,8 @@ accounts:
   prices:
     - { plan: daily, price: calls, account: "260" }
 `,
-  });
-  expect(applied.status, JSON.stringify(await applied.json())).toBe(200);
+  );
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   const calls = (prefix: string, n: number, customer: string) =>
     Array.from({ length: n }, (_, i) => ({
       id: `${prefix}-${i}`,
@@ -83,11 +91,7 @@ accounts:
     }));
   expect((await post(edge, [...calls("a", 40, "acme"), ...calls("b", 7, "beta")])).status).toBe(202);
   close = await startClose(config, log, false);
-  for (let round = 0; round < 60 && finalized.length < 2; round++) {
-    const report = await close.runOnce({ waitMs: 5000 });
-    for (const id of report?.finalized ?? []) finalized.push((await close.invoices.get(id))!);
-    if (finalized.length < 2) await new Promise((r) => setTimeout(r, 250));
-  }
+  for (const id of await closeUntilFinalized(close, 2)) finalized.push((await close.invoices.get(id))!);
   expect(finalized).toHaveLength(2);
   await close.xeroIdle();
   journal = await JournalStore.open(edge.nc.jetstream(), busNames(config.nats.prefix).journalBucket, 1);

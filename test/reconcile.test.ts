@@ -8,7 +8,16 @@ import type { Config } from "../src/config/index.js";
 import { startClose, type RunningClose } from "../src/runtime/close.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, childEnv, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  childEnv,
+  log,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+  applyCatalog,
+  closeUntilFinalized,
+} from "./helpers.js";
 import { startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
 import { createEndpoint, Receiver, verify, webhookEnv } from "./webhooks-setup.js";
 
@@ -46,10 +55,9 @@ beforeAll(async () => {
   });
   ({ edge, ch } = await startTestEdge(config));
   sink = await startTestSink(config);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: `
+  const applied = await applyCatalog(
+    edge,
+    `
 meters:
   - { key: calls, event_type: api_call, aggregation: count }
 plans:
@@ -66,7 +74,7 @@ subscriptions:
   - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
   - { key: beta-daily, customer: beta, plan: daily, started_at: "${iso(P1)}" }
 `,
-  });
+  );
   expect(applied.status).toBe(200);
   const calls = (prefix: string, n: number, customer: string) =>
     Array.from({ length: n }, (_, i) => ({
@@ -77,11 +85,7 @@ subscriptions:
     }));
   expect((await post(edge, [...calls("a", 20, "acme"), ...calls("b", 8, "beta")])).status).toBe(202);
   close = await startClose(config, log, false);
-  for (let round = 0; round < 60 && finalized.length < 2; round++) {
-    const report = await close.runOnce({ waitMs: 5000 });
-    for (const id of report?.finalized ?? []) finalized.push((await close.invoices.get(id))!);
-    if (finalized.length < 2) await new Promise((r) => setTimeout(r, 250));
-  }
+  for (const id of await closeUntilFinalized(close, 2)) finalized.push((await close.invoices.get(id))!);
   expect(finalized.map((i) => i.total).sort()).toEqual([100 + 4, 100 + 10]);
 });
 afterAll(async () => {

@@ -5,7 +5,7 @@ import type { Config } from "../src/config/index.js";
 import { startClose, type RunningClose } from "../src/runtime/close.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, eventually, log, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import { eventually, log, startTestEdge, startTestSink, testConfig, applyCatalog } from "./helpers.js";
 import { signEvent, startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
 import { createEndpoint, Receiver, verify, webhookEnv } from "./webhooks-setup.js";
 
@@ -43,10 +43,9 @@ beforeAll(async () => {
   });
   ({ edge, ch } = await startTestEdge(config));
   sink = await startTestSink(config);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: `
+  const applied = await applyCatalog(
+    edge,
+    `
 plans:
   - { key: daily, currency: usd, interval: day, prices: [{ key: base, type: flat, unit_amount: 700 }] }
 customers:
@@ -56,7 +55,7 @@ subscriptions:
   - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
   - { key: ghost-daily, customer: ghost, plan: daily, started_at: "${iso(P1)}" }
 `,
-  });
+  );
   expect(applied.status).toBe(200);
   close = await startClose(config, log, false);
   receiver = await Receiver.start();
