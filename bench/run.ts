@@ -7,11 +7,16 @@
 const benches = {
   close:
     "the billing close of N subscriptions x 5 metered prices over >= 100M events (tally close --once), then again with a SIGKILL midway",
+  journal:
+    "journal posting of N finalized invoices (one postJournals round), an idle round, listing the month, the revenue report",
   ingest:
     "HTTP ingest (single events, 100-event batches) vs a bare-Hono baseline, JetStream -> ClickHouse end to end, edge RSS",
   push: "Stripe push against the local Stripe server: invoices/s at 25 and 100 req/s, and the bound on a close of 10k/100k customers",
   rating: "the pure rating engine: N customers x 5 metered prices, CPU time per run",
   sdk: "the Tally SDK client against a real edge (+ sink): acknowledged events/s, every event countable",
+  xero: "Xero journal push against the local Xero server at Xero's limits (60 calls/min): journals per minute, calls per 60 s",
+  webhooks:
+    "outbound webhooks: signed deliveries/s outbox -> dispatcher -> local receiver vs raw undici POSTs, and 100k invoice.finalized into the outbox",
   usage:
     "the usage query path (queryUsage) on ClickHouse over >= 100M events: one customer's month p50/p99, all customers, vs bare SQL",
 } as const;

@@ -12,7 +12,6 @@ import type { Config } from "../src/config/index.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
 import {
-  ADMIN_KEY,
   eventually,
   get,
   log,
@@ -20,6 +19,7 @@ import {
   startTestEdge,
   startTestSink,
   testConfig,
+  applyCatalog,
 } from "./helpers.js";
 
 /*
@@ -56,8 +56,11 @@ export interface CloseEnv {
   stop(): Promise<void>;
 }
 
-export async function startCloseEnv(catalogDoc: string): Promise<CloseEnv> {
-  const config = testConfig();
+export async function startCloseEnv(
+  catalogDoc: string,
+  overrides: Record<string, string> = {},
+): Promise<CloseEnv> {
+  const config = testConfig(overrides);
   const { edge, ch } = await startTestEdge(config);
   const sink: RunningSink = await startTestSink(config);
   const reader: ClickHouseClient = createClickHouse(config.clickhouse);
@@ -71,14 +74,7 @@ export async function startCloseEnv(catalogDoc: string): Promise<CloseEnv> {
     log,
     settings: { graceMs: HOUR, issuerPrefix: "TALLY", backfillDays: 35 },
   };
-  const apply = async (doc: string) => {
-    const r = await edge.app.request("/v1/catalog", {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-      body: doc,
-    });
-    return { status: r.status, body: (await r.json()) as any };
-  };
+  const apply = (doc: string) => applyCatalog(edge, doc);
   const applied = await apply(catalogDoc);
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   return {

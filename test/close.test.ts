@@ -13,7 +13,6 @@ import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
 import { idDigest } from "../src/usage/index.js";
 import {
-  ADMIN_KEY,
   eventually,
   get,
   log,
@@ -21,6 +20,7 @@ import {
   startTestEdge,
   startTestSink,
   testConfig,
+  applyCatalog,
 } from "./helpers.js";
 
 const DAY = 86_400_000;
@@ -74,13 +74,9 @@ beforeAll(async () => {
   const jsm = await edge.nc.jetstreamManager();
   watermarks = new Watermarks(jsm, names, config.nats.partitions, 0, log);
   // Through the admin API, as a user would: every section of the document is applied.
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: catalogDoc,
-  });
+  const applied = await applyCatalog(edge, catalogDoc);
   expect(applied.status).toBe(200);
-  expect(await applied.json()).toMatchObject({
+  expect(applied.body).toMatchObject({
     plans: [{ key: "daily", outcome: "created" }],
     customers: [{ key: "acme", outcome: "created" }],
     subscriptions: [{ key: "acme-daily", outcome: "created", version: 1 }],

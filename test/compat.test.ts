@@ -8,7 +8,16 @@ import { createClickHouse, ident, migrate, type ClickHouseClient } from "../src/
 import type { Config } from "../src/config/index.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, distinctCount, eventually, get, log, startTestSink, testConfig } from "./helpers.js";
+import {
+  ADMIN_KEY,
+  distinctCount,
+  eventually,
+  get,
+  log,
+  startTestSink,
+  testConfig,
+  applyCatalog,
+} from "./helpers.js";
 
 /**
  * Drop-in compatibility: the vendors' own client packages, pointed at a real edge listening
@@ -36,11 +45,7 @@ beforeAll(async () => {
   await edge.keys.put(READ_KEY, "compat read", ["read"]);
   sink = await startTestSink(config);
   base = `http://127.0.0.1:${edge.port}`;
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: meters,
-  });
+  const applied = await applyCatalog(edge, meters);
   expect(applied.status).toBe(200);
 });
 

@@ -4,6 +4,7 @@ import type { Meter } from "../src/catalog/index.js";
 import { createClickHouse, migrate, queryRows, type ClickHouseClient } from "../src/clickhouse/index.js";
 import { loadConfig, type Config } from "../src/config/index.js";
 import { createLogger } from "../src/observability/index.js";
+import type { RunningClose } from "../src/runtime/close.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import { startSink, type RunningSink } from "../src/runtime/sink.js";
 import { queryUsage } from "../src/usage/index.js";
@@ -85,6 +86,30 @@ export async function post(
       typeof body === "string" ? body : body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as any };
+}
+
+/** Applies a catalog document (YAML) through the admin API, as a user would. */
+export async function applyCatalog(edge: RunningEdge, yaml: string) {
+  const res = await edge.app.request("/v1/catalog", {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
+    body: yaml,
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+/**
+ * Runs close rounds (each waiting up to 5 s for the lease) until `n` documents were finalized,
+ * at most 60 rounds; resolves with their ids in the order finalized.
+ */
+export async function closeUntilFinalized(close: RunningClose, n: number): Promise<string[]> {
+  const finalized: string[] = [];
+  for (let round = 0; round < 60 && finalized.length < n; round++) {
+    const report = await close.runOnce({ waitMs: 5000 });
+    finalized.push(...(report?.finalized ?? []));
+    if (finalized.length < n) await new Promise((r) => setTimeout(r, 250));
+  }
+  return finalized;
 }
 
 export async function get(edge: RunningEdge, path: string, key = ADMIN_KEY) {

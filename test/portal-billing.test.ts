@@ -16,7 +16,7 @@ import { createClickHouse, migrate, type ClickHouseClient } from "../src/clickho
 import type { Config } from "../src/config/index.js";
 import { startEdge, type RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, eventually, get, log, post, startTestSink, testConfig } from "./helpers.js";
+import { ADMIN_KEY, eventually, get, log, post, startTestSink, testConfig, applyCatalog } from "./helpers.js";
 
 // The billing half of the customer page (estimated charges, past invoices, the invoice JSON a
 // portal token may read) against a real edge, sink, NATS and ClickHouse, with invoices written
@@ -184,12 +184,8 @@ beforeAll(async () => {
   reader = createClickHouse(config.clickhouse);
   const names = busNames(config.nats.prefix);
   watermarks = new Watermarks(await edge.nc.jetstreamManager(), names, config.nats.partitions, 0, log);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: catalogDoc(iso(P1), iso(D)),
-  });
-  expect(applied.status, await applied.clone().text()).toBe(200);
+  const applied = await applyCatalog(edge, catalogDoc(iso(P1), iso(D)));
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   deps = {
     catalog: edge.catalog,
     invoices: await InvoiceStore.open(edge.nc.jetstream(), names.invoicesBucket, 1, log),

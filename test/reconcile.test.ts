@@ -1,15 +1,25 @@
 import { execFile } from "node:child_process";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { documentDate } from "../src/accounting/reconcile.js";
+import { documentDate } from "../src/accounting/index.js";
 import type { Invoice } from "../src/billing/index.js";
 import type { ClickHouseClient } from "../src/clickhouse/index.js";
 import type { Config } from "../src/config/index.js";
 import { startClose, type RunningClose } from "../src/runtime/close.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
-import { ADMIN_KEY, childEnv, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  childEnv,
+  log,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+  applyCatalog,
+  closeUntilFinalized,
+} from "./helpers.js";
 import { startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
+import { createEndpoint, Receiver, verify, webhookEnv } from "./webhooks-setup.js";
 
 /**
  * `tally reconcile --month` as a user runs it (a real CLI process) over invoices finalized by the
@@ -37,16 +47,17 @@ beforeAll(async () => {
   const acme = (await sdk.customers.create({ name: "Acme" })).id;
   const beta = (await sdk.customers.create({ name: "Beta" })).id;
   config = testConfig({
+    ...webhookEnv,
+    TALLY_RECONCILE_SETTLE: "0s",
     TALLY_STRIPE_SECRET_KEY: KEY,
     TALLY_STRIPE_API_BASE: srv.url,
     TALLY_CLOSE_GRACE: `${Math.ceil((Date.now() - P2) / 1000) + 4}s`,
   });
   ({ edge, ch } = await startTestEdge(config));
   sink = await startTestSink(config);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: `
+  const applied = await applyCatalog(
+    edge,
+    `
 meters:
   - { key: calls, event_type: api_call, aggregation: count }
 plans:
@@ -63,7 +74,7 @@ subscriptions:
   - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
   - { key: beta-daily, customer: beta, plan: daily, started_at: "${iso(P1)}" }
 `,
-  });
+  );
   expect(applied.status).toBe(200);
   const calls = (prefix: string, n: number, customer: string) =>
     Array.from({ length: n }, (_, i) => ({
@@ -74,11 +85,7 @@ subscriptions:
     }));
   expect((await post(edge, [...calls("a", 20, "acme"), ...calls("b", 8, "beta")])).status).toBe(202);
   close = await startClose(config, log, false);
-  for (let round = 0; round < 60 && finalized.length < 2; round++) {
-    const report = await close.runOnce({ waitMs: 5000 });
-    for (const id of report?.finalized ?? []) finalized.push((await close.invoices.get(id))!);
-    if (finalized.length < 2) await new Promise((r) => setTimeout(r, 250));
-  }
+  for (const id of await closeUntilFinalized(close, 2)) finalized.push((await close.invoices.get(id))!);
   expect(finalized.map((i) => i.total).sort()).toEqual([100 + 4, 100 + 10]);
 });
 afterAll(async () => {
@@ -108,11 +115,7 @@ function reconcileCli(...args: string[]): Promise<{ code: number; stdout: string
   });
 }
 
-const month = () =>
-  documentDate(
-    { finalized_at: finalized[0]!.finalized_at, period_end: finalized[0]!.period.end },
-    "UTC",
-  ).slice(0, 7);
+const month = () => documentDate(finalized[0]!, "UTC").slice(0, 7);
 const stripeOf = (inv: Invoice) =>
   [...srv.state.invoices.values()].find((s) => s.metadata.tally_invoice === inv.id)!;
 
@@ -139,18 +142,32 @@ describe("tally reconcile --month", () => {
 
     const r = await reconcileCli("--month", month(), "--json");
     expect(r.code).toBe(1);
-    const report = JSON.parse(r.stdout) as { differences: Record<string, string | null>[] };
-    expect(report.differences.map((d) => [d.customer, d.number, d.check, d.tally, d.stripe])).toEqual([
+    type Report = { differences: Record<string, string | null>[] };
+    const report = JSON.parse(r.stdout) as Report;
+    const rows = (rep: Report) =>
+      rep.differences.map((d) => [d.customer, d.number, d.check, d.tally, d.stripe]);
+    const documentRows = [
       ["acme", acme.number, "stripe_status", null, null],
       ["acme", acme.number, "stripe_total", String(acme.total), "0"],
       ["beta", beta.number, "stripe_total", String(beta.total), String(beta.total + 25)],
-      [`stripe:${stripeOf(acme).customer}`, null, "stripe_unknown", null, "0"],
-    ]);
-    expect(report.differences.at(-1)!.message).toContain(forged.id);
+    ];
+    const orphanRow = [`stripe:${stripeOf(acme).customer}`, null, "stripe_unknown", null, "0"];
+    // The orphan belongs to the month it was created in: this one, which is the invoices' month
+    // except on the first days of a month.
+    const thisMonth = new Date().toISOString().slice(0, 7);
+    if (thisMonth === month()) {
+      expect(rows(report)).toEqual([...documentRows, orphanRow]);
+    } else {
+      expect(rows(report)).toEqual(documentRows);
+      const now = JSON.parse((await reconcileCli("--month", thisMonth, "--json")).stdout) as Report;
+      expect(rows(now)).toEqual([orphanRow]);
+    }
+    const orphan = await reconcileCli("--month", thisMonth, "--json");
+    expect((JSON.parse(orphan.stdout) as Report).differences.at(-1)!.message).toContain(forged.id);
 
     const table = await reconcileCli("--month", month());
     expect(table.code).toBe(1);
-    expect(table.stdout).toContain("4 differences");
+    expect(table.stdout).toContain(`${thisMonth === month() ? 4 : 3} differences`);
     expect(table.stdout).toMatch(
       new RegExp(`beta\\s+${beta.number}\\s+stripe_total\\s+${beta.total}\\s+${beta.total + 25}`),
     );
@@ -160,5 +177,37 @@ describe("tally reconcile --month", () => {
     const r = await reconcileCli("--month", "2026-13");
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--month.*month must be YYYY-MM/);
+  });
+});
+
+describe("the close role's scheduled reconciliation", () => {
+  it("raises each difference as a signed reconciliation.mismatch webhook, once however often it runs", async () => {
+    const receiver = await Receiver.start();
+    try {
+      const { secret } = await createEndpoint(edge, receiver.url, ["reconciliation.mismatch"]);
+      // The looping role reconciles after its first round; the test's other close process
+      // must give up the leader lease first.
+      await close.stop();
+      close = await startClose({ ...config, close: { ...config.close, intervalMs: 1000 } }, log, true);
+      await receiver.waitFor(4, "4 mismatch webhooks", 30_000);
+      const events = receiver.requests.map((r) => verify(secret, r));
+      expect(events.every((e) => e.type === "reconciliation.mismatch")).toBe(true);
+      expect(events.map((e) => e.data.check as string).sort()).toEqual([
+        "stripe_status",
+        "stripe_total",
+        "stripe_total",
+        "stripe_unknown",
+      ]);
+      expect(events.find((e) => e.data.customer === "beta")!.data).toMatchObject({
+        month: month(),
+        check: "stripe_total",
+        number: finalized.find((i) => i.customer === "beta")!.number,
+      });
+      // Reconciling again (the interval is short here only for the webhook to arrive soon; the
+      // ids are deterministic) delivers the same differences under the same webhook-ids.
+      expect(new Set(receiver.requests.map((r) => r.headers["webhook-id"])).size).toBe(4);
+    } finally {
+      await receiver.stop();
+    }
   });
 });

@@ -6,7 +6,16 @@ import { startClose, type RunningClose } from "../src/runtime/close.js";
 import type { RunningEdge } from "../src/runtime/edge.js";
 import type { RunningSink } from "../src/runtime/sink.js";
 import type { ClickHouseClient } from "../src/clickhouse/index.js";
-import { ADMIN_KEY, get, log, post, startTestEdge, startTestSink, testConfig } from "./helpers.js";
+import {
+  get,
+  log,
+  post,
+  startTestEdge,
+  startTestSink,
+  testConfig,
+  applyCatalog,
+  closeUntilFinalized,
+} from "./helpers.js";
 import { signEvent, startStripeServer, type StripeTestServer } from "./stripe-server/index.js";
 
 /**
@@ -47,10 +56,9 @@ beforeAll(async () => {
   });
   ({ edge, ch } = await startTestEdge(config));
   sink = await startTestSink(config);
-  const applied = await edge.app.request("/v1/catalog", {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/yaml" },
-    body: `
+  const applied = await applyCatalog(
+    edge,
+    `
 meters:
   - { key: calls, event_type: api_call, aggregation: count }
 plans:
@@ -67,7 +75,7 @@ subscriptions:
   - { key: acme-daily, customer: acme, plan: daily, started_at: "${iso(P1)}" }
   - { key: beta-daily, customer: beta, plan: daily, started_at: "${iso(P1)}" }
 `,
-  });
+  );
   expect(applied.status).toBe(200);
   close = await startClose(config, log, false);
 });
@@ -92,12 +100,7 @@ describe("the close role pushes what it finalized", () => {
     expect(
       (await post(edge, [...calls("a", 37, P1 + 3600_000), ...calls("b", 11, P1 + 60_000, "beta")])).status,
     ).toBe(202);
-    const finalized: string[] = [];
-    for (let round = 0; round < 60 && finalized.length < 2; round++) {
-      const report = await close.runOnce({ waitMs: 5000 });
-      finalized.push(...(report?.finalized ?? []));
-      if (finalized.length < 2) await new Promise((r) => setTimeout(r, 250));
-    }
+    const finalized = await closeUntilFinalized(close, 2);
     expect(finalized).toHaveLength(2);
     for (const id of finalized) {
       const inv = (await close.invoices.get(id))!;

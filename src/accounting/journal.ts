@@ -29,6 +29,13 @@ export interface JournalLine {
   readonly service_period: LinePeriod | null;
   /** The document line (1-based `InvoiceLine.number`) the amount comes from, when one does. */
   readonly document_line?: number;
+  /**
+   * Deferred-revenue lines only (added by the journal): the revenue (or contra-revenue) account
+   * the amount moves to when recognized, and the day that happens (the last day of the
+   * service month, `YYYY-MM-DD`): the `recognition` entry of that day reverses this line.
+   */
+  readonly revenue_account?: string;
+  readonly recognize_on?: string;
 }
 
 /** One posted journal entry (snake_case: a wire format, exported as JSON and CSV). */
@@ -48,6 +55,12 @@ export interface JournalEntry {
   readonly narration: string;
   readonly lines: readonly JournalLine[];
   readonly posted_at: string;
+  /** The catalog chart-of-accounts version the entry was derived with (added by the journal). */
+  readonly chart_version?: number;
+  /** `recognition` entries: the id of the document entry whose deferred revenue they recognize. */
+  readonly recognizes?: string;
+  /** `payment` entries: the Stripe invoice paid and the webhook event that said so. */
+  readonly payment?: { readonly stripe_invoice: string; readonly event: string };
 }
 
 /** Read access to posted entries (the Xero push and reconciliation read through this). */

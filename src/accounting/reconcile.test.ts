@@ -2,13 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { InvoiceSummary } from "../billing/index.js";
 import type { StripePush } from "../connectors/stripe/index.js";
 import type { JournalEntry } from "./journal.js";
-import {
-  compareDocument,
-  documentDate,
-  documentsOfMonth,
-  formatReport,
-  type StripeSide,
-} from "./reconcile.js";
+import { compareDocument, documentsOfMonth, formatReport, type StripeSide } from "./reconcile.js";
 
 const NOW = Date.parse("2026-12-10T00:00:00Z");
 const opts = { now: NOW, settleMs: 3_600_000, receivable: "1200" };
@@ -99,6 +93,15 @@ describe("compareDocument", () => {
       ["stripe_total", "1234", "2468"],
     ]);
     expect(checks([])).toEqual([["stripe_missing", "1234", null]]);
+    expect(checks([stripeInvoice({ status: "draft" })])).toEqual([["stripe_status", null, null]]);
+    // TALLY_STRIPE_FINALIZE=false leaves pushed invoices as drafts on purpose.
+    const draft = { invoices: [stripeInvoice({ status: "draft" })], creditNotes: [] };
+    expect(
+      compareDocument(
+        { doc: doc(), push: pushed, stripe: draft, journal: null },
+        { ...opts, draftsExpected: true },
+      ),
+    ).toEqual([]);
   });
 
   it("reports a document not pushed or not journaled only once it is older than the settle time", () => {
@@ -167,9 +170,13 @@ describe("compareDocument", () => {
 
 describe("the month of a document", () => {
   it("is the day of the earlier of finalization and the period's last instant, in the time zone", () => {
-    expect(documentDate(doc(), "UTC")).toBe("2026-11-30");
-    expect(documentDate(doc(), "Pacific/Kiritimati")).toBe("2026-12-01");
-    expect(documentDate(doc({ finalized_at: "2026-11-20T10:00:00.000Z" }), "UTC")).toBe("2026-11-20");
+    const month = (d: InvoiceSummary, tz: string) => documentsOfMonth([d], "2026-11", tz).length === 1;
+    expect(month(doc(), "UTC")).toBe(true);
+    // 2026-12-01T00:00 UTC is already December 1 in UTC+14.
+    expect(month(doc({ period_end: "2026-12-01T10:00:00.000Z" }), "Pacific/Kiritimati")).toBe(false);
+    expect(
+      month(doc({ finalized_at: "2026-11-20T10:00:00.000Z", period_end: "2027-01-01T00:00:00Z" }), "UTC"),
+    ).toBe(true);
     const docs = [
       doc(),
       doc({ id: "inv_b", status: "draft" }),

@@ -5,6 +5,7 @@ import type Stripe from "stripe";
 import type { InvoiceSummary } from "../billing/index.js";
 import type { StripePush } from "../connectors/stripe/index.js";
 import type { WebhookEmitter } from "../webhooks/emitter.js";
+import { documentDate } from "./derive.js";
 import type { JournalEntry, JournalReader } from "./journal.js";
 
 /*
@@ -78,6 +79,8 @@ export interface CompareOptions {
   settleMs: number;
   /** The receivable account code (the catalog's `accounts.receivable`). */
   receivable: string;
+  /** TALLY_STRIPE_FINALIZE=false: pushed invoices are left as drafts for review, not a difference. */
+  draftsExpected?: boolean;
 }
 
 const fmt = (n: number | null) => (n === null ? null : String(n));
@@ -154,7 +157,7 @@ export function compareDocument(f: DocumentFacts, opts: CompareOptions): Differe
         if (n > 1) diff("stripe_duplicate", `${n} live Stripe documents for part ${part}`);
       }
       for (const l of live) {
-        if (l.status === "draft" && status === "pushed") {
+        if (l.status === "draft" && status === "pushed" && opts.draftsExpected !== true) {
           diff("stripe_status", `Stripe ${l.id} is still a draft`);
         } else if (l.status === "void" || l.status === "uncollectible") {
           diff("stripe_status", `Stripe ${l.id} is ${l.status}`);
@@ -250,9 +253,12 @@ export interface ReconcileDeps {
   stripe: Stripe | null;
   journal: JournalReader | null;
   receivable: string;
+  draftsExpected?: boolean;
   emitter?: WebhookEmitter | undefined;
   /** The month's first instant: Stripe documents created before it cannot be this month's. */
   since: Date;
+  /** The next month's first instant: a Stripe document naming no Tally document is this month's if created before it. */
+  until: Date;
   now?: number;
   settleMs: number;
 }
@@ -294,6 +300,9 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
       message: `Stripe ${id} (${status ?? "?"}) names Tally document ${tallyId}, which does not exist`,
     });
   const customerOf = (c: string | { id: string } | null) => (typeof c === "string" ? c : (c?.id ?? "?"));
+  // An orphan is reported in the month it was created in (each month's run lists from its start on).
+  const ofMonth = (created: number) =>
+    created * 1000 >= deps.since.getTime() && created * 1000 < deps.until.getTime();
   if (deps.stripe !== null) {
     for (const id of docs.keys()) stripeOf.set(id, { invoices: [], creditNotes: [] });
     // A day of slack for clocks: Stripe stamps `created` with its own.
@@ -302,13 +311,17 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
       const tallyId = inv.metadata?.tally_invoice;
       if (tallyId === undefined) continue;
       stripeOf.get(tallyId)?.invoices.push(inv);
-      if (!deps.exists(tallyId)) orphan(inv.id, tallyId, customerOf(inv.customer), inv.status, inv.total);
+      if (!deps.exists(tallyId) && ofMonth(inv.created)) {
+        orphan(inv.id, tallyId, customerOf(inv.customer), inv.status, inv.total);
+      }
     }
     for await (const cn of deps.stripe.creditNotes.list({ created: { gte }, limit: 100 })) {
       const tallyId = cn.metadata?.tally_credit_note;
       if (tallyId === undefined) continue;
       stripeOf.get(tallyId)?.creditNotes.push(cn);
-      if (!deps.exists(tallyId)) orphan(cn.id, tallyId, customerOf(cn.customer), cn.status, -cn.total);
+      if (!deps.exists(tallyId) && ofMonth(cn.created)) {
+        orphan(cn.id, tallyId, customerOf(cn.customer), cn.status, -cn.total);
+      }
     }
   }
   const now = deps.now ?? Date.now();
@@ -323,7 +336,12 @@ export async function reconcile(deps: ReconcileDeps, month: string): Promise<Rec
             stripe: stripeOf.get(doc.id) ?? null,
             journal: deps.journal === null ? null : await deps.journal.forDocument(doc.id),
           },
-          { now, settleMs: deps.settleMs, receivable: deps.receivable },
+          {
+            now,
+            settleMs: deps.settleMs,
+            receivable: deps.receivable,
+            draftsExpected: deps.draftsExpected === true,
+          },
         ),
       { concurrency: 64 },
     )
@@ -380,19 +398,15 @@ export function formatReport(r: ReconcileReport): string {
   return `${head}\n${rows.map(line).join("\n")}\n`;
 }
 
-/**
- * The accounting date of a document: the calendar day, in `tz`, of the earlier of its
- * finalization and the last instant of its billing period (an arrears invoice finalized after
- * its grace period is dated the period's last day).
- */
-export function documentDate(doc: Pick<InvoiceSummary, "finalized_at" | "period_end">, tz: string): string {
-  const end = Date.parse(doc.period_end) - 1;
-  const fin = doc.finalized_at === null ? end : Date.parse(doc.finalized_at);
-  return DateTime.fromMillis(Math.min(end, fin), { zone: tz }).toFormat("yyyy-MM-dd");
-}
-
-/** The finalized documents whose accounting date is in `month`. */
+/** The finalized documents whose accounting date (the journal's {@link documentDate}) is in `month`. */
 export function documentsOfMonth(all: Iterable<InvoiceSummary>, month: string, tz: string): InvoiceSummary[] {
   monthRange(month, tz);
-  return [...all].filter((d) => d.status === "finalized" && documentDate(d, tz).startsWith(`${month}-`));
+  return [...all].filter(
+    (d) =>
+      d.status === "finalized" &&
+      documentDate(
+        { finalized_at: d.finalized_at, period: { start: d.period_start, end: d.period_end } },
+        tz,
+      ).startsWith(`${month}-`),
+  );
 }

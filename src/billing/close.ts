@@ -3,6 +3,9 @@ import type { CatalogStore, Customer, Meter, Subscription, Versioned } from "../
 import { parseDuration } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
 import type { Plan } from "../rating/index.js";
+import type { WebhookEmitter } from "../webhooks/emitter.js";
+import { invoiceFinalized } from "../webhooks/events.js";
+import { emitAll } from "../webhooks/outbox.js";
 import {
   metersOf,
   numberLines,
@@ -59,6 +62,8 @@ export interface CloseDeps {
   watermark: () => Promise<number>;
   log: Logger;
   settings: CloseSettings;
+  /** Raises `invoice.finalized` for every document the close finalizes (src/webhooks); unset: none. */
+  webhooks?: WebhookEmitter;
 }
 
 export interface CloseSettings {
@@ -216,6 +221,9 @@ export async function closeDue(
         await deps.invoices.putDrafts(drafts);
       });
       const finalizedNow = new Set<string>();
+      // Events of each numbering batch go to the outbox while the next batch is numbered
+      // (publishes pipelined, see emitAll); all are acked before the round goes on.
+      const emitting: Promise<void>[] = [];
       await phases.time("finalize", async () => {
         const batch = deps.settings.finalizeBatch ?? 1000;
         for (let i = 0; i < drafts.length; i += batch) {
@@ -227,9 +235,15 @@ export async function closeDue(
             report.finalized.push(f.id);
             finalizedNow.add(f.id);
           }
+          if (deps.webhooks !== undefined) {
+            const sent = emitAll(deps.webhooks, finalized.map(invoiceFinalized));
+            sent.catch(() => undefined); // awaited below; must not go unhandled if numbering fails first
+            emitting.push(sent);
+          }
         }
         await finalizeCreditNotes(deps, creditNotes, report);
       });
+      await phases.time("webhooks", () => Promise.all(emitting));
       const known = chainHeads(deps.invoices);
       for (const j of parts[p]!) {
         if (j.more === false) done.add(j.sub.key);
@@ -278,6 +292,7 @@ async function finalizeCreditNotes(deps: CloseDeps, notes: readonly Invoice[], r
     prefix,
   );
   report.finalized.push(...finalized.map((f) => f.id));
+  if (deps.webhooks !== undefined) await emitAll(deps.webhooks, finalized.map(invoiceFinalized));
 }
 
 /**

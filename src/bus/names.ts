@@ -16,6 +16,11 @@
  * | invoices and invoice numbering | KV bucket `tally_invoices` |
  * | the close role's leader lease (TTL) | KV bucket `tally_close` |
  * | invoice pushes to Stripe (progress, payments) | KV bucket `tally_push` |
+ * | the double-entry journal (entries and their indexes) | KV bucket `tally_journal` |
+ * | journal pushes to Xero (entries, batches, the call limiter) | KV bucket `tally_xero` |
+ * | outbound webhook outbox | stream `TALLY_WEBHOOKS`, subjects `tally.webhooks.outbox` (events) and `tally.webhooks.deliveries.<endpoint>` |
+ * | webhook consumers | `tally-webhooks-fanout` (events → deliveries), `tally-webhooks-deliver` (HTTP attempts) |
+ * | webhook endpoints (secrets), delivery log, fired usage alerts | KV buckets `tally_webhook_endpoints`, `tally_webhook_deliveries` |
  */
 export interface BusNames {
   stream: string;
@@ -33,7 +38,17 @@ export interface BusNames {
   deadLetterBucket: string;
   invoicesBucket: string;
   pushBucket: string;
+  xeroBucket: string;
   closeBucket: string;
+  journalBucket: string;
+  webhookStream: string;
+  webhookOutboxSubject: string;
+  webhookDeliverySubject: (endpoint: string) => string;
+  webhookDeliverySubjects: string;
+  webhookFanoutConsumer: string;
+  webhookDeliverConsumer: string;
+  webhookEndpointsBucket: string;
+  webhookDeliveriesBucket: string;
 }
 
 export function busNames(prefix: string): BusNames {
@@ -54,6 +69,16 @@ export function busNames(prefix: string): BusNames {
     deadLetterBucket: `${prefix}_dead_letters`,
     invoicesBucket: `${prefix}_invoices`,
     pushBucket: `${prefix}_push`,
+    xeroBucket: `${prefix}_xero`,
     closeBucket: `${prefix}_close`,
+    journalBucket: `${prefix}_journal`,
+    webhookStream: `${upper}_WEBHOOKS`,
+    webhookOutboxSubject: `${prefix}.webhooks.outbox`,
+    webhookDeliverySubject: (endpoint) => `${prefix}.webhooks.deliveries.${endpoint}`,
+    webhookDeliverySubjects: `${prefix}.webhooks.deliveries.*`,
+    webhookFanoutConsumer: `${prefix}-webhooks-fanout`,
+    webhookDeliverConsumer: `${prefix}-webhooks-deliver`,
+    webhookEndpointsBucket: `${prefix}_webhook_endpoints`,
+    webhookDeliveriesBucket: `${prefix}_webhook_deliveries`,
   };
 }

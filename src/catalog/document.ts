@@ -6,6 +6,7 @@ import {
   type Plan,
   type RatingIssue,
 } from "../rating/index.js";
+import { accountIssues, accountsSchema, type Accounts } from "./accounts.js";
 import { customerSchema, type Customer } from "./customer.js";
 import { CatalogInputError, parseCatalogText } from "./file.js";
 import { meterSchema, type MeterDefinition } from "./meter.js";
@@ -17,9 +18,11 @@ export interface CatalogDocument {
   plans?: Plan[];
   customers?: Customer[];
   subscriptions?: Subscription[];
+  /** The chart of accounts the journal posts to (replaces the stored chart as a whole). */
+  accounts?: Accounts;
 }
 
-const sections = ["meters", "plans", "customers", "subscriptions"] as const;
+const sections = ["meters", "plans", "customers", "subscriptions", "accounts"] as const;
 
 const documentSchema = z
   .strictObject({
@@ -39,6 +42,7 @@ const documentSchema = z
       .array(subscriptionSchema, { error: "must be a list of subscriptions" })
       .max(100_000, "at most 100,000 subscriptions per document")
       .optional(),
+    accounts: z.unknown().optional(),
   })
   .superRefine((doc, ctx) => {
     if (doc.meters) duplicateKeyIssues("meters", "meter")(doc, ctx);
@@ -54,6 +58,10 @@ export interface CatalogLookup {
   customer(key: string): Customer | undefined;
   /** Stored subscriptions (a changed customer or plan must not break them). */
   subscriptions(): readonly Subscription[];
+  /** Every stored plan (a chart without a default revenue account must map all their prices). */
+  plans?(): readonly Plan[];
+  /** The stored chart of accounts, if any (plans applied later must fit it). */
+  accounts?(): Accounts | undefined;
 }
 
 /**
@@ -75,10 +83,22 @@ export function validateCatalogDocument(doc: unknown, stored: CatalogLookup): Ca
     throw new CatalogInputError([{ path: "", message: `has none of ${sections.join(", ")}` }]);
   }
   const r = documentSchema.safeParse(doc, { reportInput: true });
-  if (!r.success) throw new CatalogInputError(issuesFromZod(r.error));
-  const issues = referenceIssues(r.data, stored);
+  const a = "accounts" in doc ? accountsSchema.safeParse(doc.accounts, { reportInput: true }) : undefined;
+  const shapeIssues = [
+    ...(r.success ? [] : issuesFromZod(r.error)),
+    ...(a === undefined || a.success
+      ? []
+      : issuesFromZod(a.error).map((i) => ({
+          ...i,
+          path: i.path === "" ? "accounts" : `accounts.${i.path}`,
+        }))),
+  ];
+  if (!r.success || (a !== undefined && !a.success)) throw new CatalogInputError(shapeIssues);
+  const { accounts: _raw, ...rest } = r.data;
+  const parsed: CatalogDocument = a?.success ? { ...rest, accounts: a.data } : rest;
+  const issues = referenceIssues(parsed, stored);
   if (issues.length > 0) throw new CatalogInputError(issues);
-  return r.data;
+  return parsed;
 }
 
 /** Every reference of the document, checked against the document overlaid on what is stored. */
@@ -184,6 +204,15 @@ function referenceIssues(doc: CatalogDocument, stored: CatalogLookup): RatingIss
             : `customers[${customers.get(key)?.i}].currency`,
       );
     }
+  }
+  // The chart of accounts (issue 12): its mappings name real prices, and without a default
+  // revenue account every price of every plan (in the document or stored) has an account.
+  const chart = doc.accounts ?? stored.accounts?.();
+  if (chart !== undefined && (doc.accounts !== undefined || doc.plans !== undefined)) {
+    const all = new Map<string, { plan: Plan; index?: number }>();
+    for (const p of stored.plans?.() ?? []) all.set(p.key, { plan: p });
+    doc.plans?.forEach((p, i) => all.set(p.key, { plan: p, index: i }));
+    issues.push(...accountIssues(chart, doc.accounts !== undefined, all));
   }
   return issues;
 }

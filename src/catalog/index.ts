@@ -18,3 +18,5 @@ export {
   timeUnits,
 } from "./meter.js";
 export type { Aggregation, Meter, MeterDefinition, MeterFilter, TimeUnit } from "./meter.js";
+export { accountCodeSchema, accountsSchema, chartKey, priceAccount } from "./accounts.js";
+export type { AccountChart, Accounts, AccountsInput } from "./accounts.js";

@@ -1,6 +1,7 @@
 import type { JetStreamClient } from "nats";
 import type { Logger } from "../observability/index.js";
 import { planSchema, type Plan } from "../rating/index.js";
+import { chartKey, parseStoredChart, type AccountChart, type Accounts } from "./accounts.js";
 import { customerSchema, type Customer } from "./customer.js";
 import type { CatalogDocument, CatalogLookup } from "./document.js";
 import { meterSchema, type Meter, type MeterDefinition } from "./meter.js";
@@ -33,6 +34,14 @@ const kinds = {
     history: "subscription_versions",
     parse: parser(subscriptionSchema),
   },
+  // The chart of accounts: one object (`accounts.chart`), versioned like the others so a journal
+  // entry can name the chart version it was posted with.
+  accounts: {
+    noun: "chart of accounts",
+    pointer: "accounts",
+    history: "accounts_versions",
+    parse: parseStoredChart,
+  },
 } satisfies Record<string, VersionedKind<{ key: string }>>;
 
 /**
@@ -48,12 +57,17 @@ export class CatalogStore {
   readonly plans: VersionedCollection<Plan>;
   readonly customers: VersionedCollection<Customer>;
   readonly subscriptions: VersionedCollection<Subscription>;
+  /** The chart of accounts (at most one object, key `chart`). */
+  readonly accounts: VersionedCollection<AccountChart>;
 
-  private constructor(collections: Pick<CatalogStore, "meters" | "plans" | "customers" | "subscriptions">) {
+  private constructor(
+    collections: Pick<CatalogStore, "meters" | "plans" | "customers" | "subscriptions" | "accounts">,
+  ) {
     this.meters = collections.meters;
     this.plans = collections.plans;
     this.customers = collections.customers;
     this.subscriptions = collections.subscriptions;
+    this.accounts = collections.accounts;
   }
 
   /** `crashAfterClaim`: fault injection for crash tests (TALLY_FAULT_CRASH_AFTER_CATALOG_CLAIM). */
@@ -70,11 +84,12 @@ export class CatalogStore {
       plans: new VersionedCollection(kv, kinds.plans, log, crashAfterClaim),
       customers: new VersionedCollection(kv, kinds.customers, log, crashAfterClaim),
       subscriptions: new VersionedCollection(kv, kinds.subscriptions, log, crashAfterClaim),
+      accounts: new VersionedCollection(kv, kinds.accounts, log, crashAfterClaim),
     });
   }
 
   private all() {
-    return [this.meters, this.plans, this.customers, this.subscriptions];
+    return [this.meters, this.plans, this.customers, this.subscriptions, this.accounts];
   }
 
   /** Loads every current object and keeps following changes until {@link close}. */
@@ -113,12 +128,19 @@ export class CatalogStore {
       plan: (k) => this.plans.get(k),
       customer: (k) => this.customers.get(k),
       subscriptions: () => this.subscriptions.list(),
+      plans: () => this.plans.list(),
+      accounts: () => this.chart(),
     };
+  }
+
+  /** The current chart of accounts, or undefined when the catalog has no `accounts:` section. */
+  chart(): (Accounts & { version: number }) | undefined {
+    return this.accounts.get(chartKey);
   }
 
   /**
    * Applies a validated catalog document, in reference order (meters, plans, customers,
-   * subscriptions), so that whatever a process reads mid-apply only references what exists.
+   * subscriptions, accounts), so that whatever a process reads mid-apply only references what exists.
    * Each object is versioned on its own; re-applying after a crash finishes the job.
    */
   async applyDocument(doc: CatalogDocument, now = new Date()): Promise<CatalogApplyResult> {
@@ -127,6 +149,8 @@ export class CatalogStore {
       plans: await this.plans.apply(doc.plans ?? [], now),
       customers: await this.customers.apply(doc.customers ?? [], now),
       subscriptions: await this.subscriptions.apply(doc.subscriptions ?? [], now),
+      // Last: its mappings name plans applied above.
+      accounts: await this.accounts.apply(doc.accounts ? [{ ...doc.accounts, key: chartKey }] : [], now),
     };
   }
 }
@@ -137,4 +161,5 @@ export interface CatalogApplyResult {
   plans: ApplyResult[];
   customers: ApplyResult[];
   subscriptions: ApplyResult[];
+  accounts: ApplyResult[];
 }

@@ -38,6 +38,36 @@ const seatsSchema = z
     increasing(s.schedule, "schedule", ctx);
   });
 
+/**
+ * Usage alerts of a subscription: `usage.threshold_crossed` webhooks fired once per billing
+ * period and threshold when the current period's usage passes `included_percent` of a metered
+ * price's included quantity, or its charges so far pass a `spend` amount (in the customer's
+ * currency, major units: "500.00"). Evaluated by the close role (src/webhooks/thresholds.ts).
+ */
+const usageAlertsSchema = z
+  .strictObject({
+    included_percent: z
+      .array(decimalField({ integer: true, sign: "positive", max: "1000" }), {
+        error: "must be a list of percentages such as [80, 100]",
+      })
+      .max(10, "at most 10 thresholds")
+      .default([]),
+    spend: z
+      .array(decimalField({ sign: "positive", maxFractionDigits: 4 }), {
+        error: 'must be a list of amounts such as ["500.00"]',
+      })
+      .max(10, "at most 10 thresholds")
+      .default([]),
+  })
+  .superRefine((a, ctx) => {
+    a.included_percent.forEach((p, i) => {
+      if (a.included_percent.indexOf(p) !== i)
+        ctx.addIssue({ code: "custom", path: ["included_percent", i], message: `${p} is listed twice` });
+    });
+    if (a.included_percent.length === 0 && a.spend.length === 0)
+      ctx.addIssue({ code: "custom", path: [], message: "needs included_percent or spend" });
+  });
+
 /** A plan change: from `at` on, the subscription is billed under `plan`. */
 const phaseSchema = z.strictObject({ at: timestampSchema, plan: keySchema });
 
@@ -77,6 +107,8 @@ export const subscriptionSchema = z
     phases: z.array(phaseSchema, { error: "must be a list of { at, plan }" }).default([]),
     seats: seatsSchema.optional(),
     discounts: z.array(discountSchema, { error: "must be a list of discounts" }).default([]),
+    /** `usage.threshold_crossed` webhooks (see usageAlertsSchema). */
+    usage_alerts: usageAlertsSchema.optional(),
     metadata: metadataSchema.default({}),
   })
   .superRefine((s, ctx) => {

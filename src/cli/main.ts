@@ -6,10 +6,12 @@ import { registerCloseCommand } from "./commands/close.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerDlqCommand } from "./commands/dlq.js";
 import { registerInvoicesCommand } from "./commands/invoices.js";
+import { registerJournalsCommand } from "./commands/journals.js";
 import { registerKeysCommand } from "./commands/keys.js";
 import { registerPushCommand } from "./commands/push.js";
 import { registerRateCommand } from "./commands/rate.js";
 import { registerReconcileCommand } from "./commands/reconcile.js";
+import { registerRevenueCommand } from "./commands/revenue.js";
 import { registerServeCommands } from "./commands/serve.js";
 
 const program = new Command("tally")
@@ -25,6 +27,8 @@ registerCloseCommand(program);
 registerInvoicesCommand(program);
 registerPushCommand(program);
 registerReconcileCommand(program);
+registerJournalsCommand(program);
+registerRevenueCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   createLogger("cli", "error").fatal({ err }, "command failed");

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { isValidZone } from "../usage/windows.js";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
@@ -153,6 +154,53 @@ export const envSchema = z.object({
     .regex(/^(create|add_lines:\d+|before_finalize|finalize)$/)
     .optional(),
 
+  /** Xero custom connection client id (https://developer.xero.com/faq/custom-integration); unset (with the secret) = no Xero push. */
+  TALLY_XERO_CLIENT_ID: z.string().min(1).optional(),
+  TALLY_XERO_CLIENT_SECRET: z.string().min(1).optional(),
+  /** Sent as `xero-tenant-id` when set (a custom connection does not need it; a standard app does). */
+  TALLY_XERO_TENANT_ID: z.string().min(1).optional(),
+  /** Xero's API base (`<base>/api.xro/2.0`); tests point it at the local Xero server. */
+  TALLY_XERO_API_BASE: z.url().default("https://api.xero.com"),
+  /** Xero's identity service (`<url>/connect/token`). */
+  TALLY_XERO_IDENTITY_URL: z.url().default("https://identity.xero.com"),
+  /** Scopes asked for with the client-credentials token (space-separated); unset = the connection's configured scopes. */
+  TALLY_XERO_SCOPES: z.string().min(1).optional(),
+  /** The organisation's base currency (ISO 4217); unset = read once from `GET /Organisation`. Manual journals post only in it. */
+  TALLY_XERO_BASE_CURRENCY: z
+    .string()
+    .regex(/^[A-Za-z]{3}$/)
+    .transform((v) => v.toUpperCase())
+    .optional(),
+  /** Timeout of each Xero HTTP request, token requests included (ms). */
+  TALLY_XERO_TIMEOUT_MS: int(30_000, 100),
+  /** Manual journals per request: Xero recommends batches of up to 50 elements. */
+  TALLY_XERO_JOURNALS_PER_REQUEST: int(50, 1).pipe(z.number().max(500)),
+  /** Largest request body sent (bytes); Xero refuses a POST over 3.5 MB. */
+  TALLY_XERO_MAX_REQUEST_BYTES: int(3_000_000, 10_000).pipe(z.number().max(3_500_000)),
+  /** Calls per minute window to one organisation (Xero: 60). */
+  TALLY_XERO_CALLS_PER_MINUTE: int(60, 1).pipe(z.number().max(60)),
+  /** Calls per day to one organisation (Xero: 5,000). */
+  TALLY_XERO_CALLS_PER_DAY: int(5000, 1).pipe(z.number().max(5000)),
+  /** The "minute" of TALLY_XERO_CALLS_PER_MINUTE (ms). Tests shorten it; keep 60000 in production. */
+  TALLY_XERO_MINUTE_WINDOW_MS: int(60_000, 100),
+  /** Calls in progress at once from this process (Xero allows 5 per organisation). */
+  TALLY_XERO_CONCURRENCY: int(2, 1).pipe(z.number().max(5)),
+  /**
+   * How long after a batch was first sent a resend may reuse its Idempotency-Key (ms). Xero does
+   * not publish the key lifetime in its API spec (integration guides say 6 minutes); after this
+   * the pusher looks the journals up by their narration marker instead of resending.
+   */
+  TALLY_XERO_IDEMPOTENCY_TRUST_MS: int(300_000, 0),
+  /** Refresh the access token this long before it expires (ms). */
+  TALLY_XERO_TOKEN_REFRESH_MARGIN_MS: int(60_000, 0),
+  /** Longest wait before a batch that failed retriably is tried again (ms); the backoff doubles up to this. */
+  TALLY_XERO_RETRY_MAX_MS: int(3_600_000, 100),
+  /**
+   * Fault injection for crash tests only: the pusher SIGKILLs itself at this point of its first
+   * batch: `after_record` (the send recorded, the request not made), `after_response` (Xero's
+   * answer read, not recorded). Never set this in production.
+   */
+  TALLY_FAULT_XERO_CRASH_AT: z.enum(["after_record", "after_response"]).optional(),
   /**
    * How often the close role reconciles the current and the previous month (Tally ↔ Stripe ↔
    * journal, see `tally reconcile`); `0s` = never.
@@ -169,6 +217,38 @@ export const envSchema = z.object({
     .string()
     .regex(/^\d{1,6}(s|m|h|d)$/, "must be a duration such as 30m, 1h or 2d")
     .default("1h"),
+  /**
+   * Outbound webhooks (src/webhooks): endpoint URLs must be https unless this is true (dev and
+   * tests only: plain http sends signed events, and the secret-derived signatures, in the clear).
+   */
+  TALLY_WEBHOOK_ALLOW_HTTP: bool(false),
+  /** Timeout of one webhook delivery attempt, connect to last body byte (ms). The spec suggests 15-30 s. */
+  TALLY_WEBHOOK_TIMEOUT_MS: int(15_000, 100).pipe(z.number().max(300_000)),
+  /**
+   * Waits before each retry of a failed delivery (after the immediate first attempt), as
+   * durations (`500ms`, `5s`, `5m`, `2h`); each gets ±10 % jitter. Default: the Standard Webhooks
+   * example schedule (10 attempts over about 75.5 h). Tests shorten it.
+   */
+  TALLY_WEBHOOK_RETRY_SCHEDULE: z
+    .string()
+    .regex(
+      /^\s*\d{1,9}(ms|s|m|h|d)(\s*,\s*\d{1,9}(ms|s|m|h|d)){0,49}\s*$/,
+      "must be a comma-separated list of durations such as 5s,5m,30m,2h",
+    )
+    .default("5s,5m,30m,2h,5h,10h,14h,20h,24h"),
+  /** How long the previous secret of an endpoint still signs deliveries after a rotation (ms). */
+  TALLY_WEBHOOK_SECRET_OVERLAP_MS: int(86_400_000, 0),
+  /** Deliveries in flight at once to one endpoint (more wait in JetStream, not in memory); others are not held up. */
+  TALLY_WEBHOOK_ENDPOINT_CONCURRENCY: int(8, 1).pipe(z.number().max(256)),
+  /** Deliveries in flight at once per dispatcher process (all endpoints). */
+  TALLY_WEBHOOK_MAX_INFLIGHT: int(256, 1).pipe(z.number().max(10_000)),
+  /**
+   * JetStream ack wait of the delivery consumer (ms): a dispatcher killed mid-delivery has its
+   * deliveries handed out again after this. In-flight attempts are kept alive with `working()`.
+   */
+  TALLY_WEBHOOK_ACK_WAIT_MS: int(60_000, 1000),
+  /** How often the close role evaluates usage alerts (`usage_alerts` of subscriptions), ms; 0 = off. */
+  TALLY_WEBHOOK_THRESHOLD_INTERVAL_MS: int(300_000, 0),
 
   /**
    * How often the close role (its leader only) extends every meter's usage rollup to the newest
@@ -197,6 +277,20 @@ export const envSchema = z.object({
    */
   TALLY_FAULT_CLOSE_CRASH_AFTER_DRAFTS: int(0, 0),
   TALLY_FAULT_CLOSE_CRASH_AFTER_FINALIZED: int(0, 0),
+
+  /**
+   * The journal (src/accounting): the IANA time zone of the books. Entry dates and the months
+   * revenue is recognized in are calendar days and months of this zone.
+   */
+  TALLY_ACCOUNTING_TIMEZONE: z
+    .string()
+    .refine((tz) => isValidZone(tz), "must be an IANA time zone such as UTC or Europe/Berlin")
+    .default("UTC"),
+  /**
+   * Fault injection for crash tests only: journal posting SIGKILLs itself right after storing its
+   * Nth entry (0 = off). Never set this in production.
+   */
+  TALLY_FAULT_JOURNAL_CRASH_AFTER_ENTRIES: int(0, 0),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -261,10 +355,53 @@ export interface Config {
   crashAfterCatalogClaim: boolean;
   /** The Stripe push and webhook (TALLY_STRIPE_*). */
   stripe: StripeConfig;
+  /** The Xero journal push (TALLY_XERO_*). */
+  xero: XeroConfig;
   /** TALLY_RECONCILE_*: 0 = no scheduled run. */
   reconcile: { intervalMs: number; settleMs: number };
   /** TALLY_ROLLUP_INTERVAL: 0 = no background fill. */
   rollup: { intervalMs: number };
+  /** The journal (TALLY_ACCOUNTING_*). */
+  accounting: { timezone: string; crashAfterEntries: number };
+  /** Outbound webhooks (TALLY_WEBHOOK_*). */
+  webhooks: WebhookConfig;
+}
+
+/** The Xero connector's settings (see the TALLY_XERO_* variables). */
+export interface XeroConfig {
+  /** Unset (either): no push. */
+  clientId: string | undefined;
+  clientSecret: string | undefined;
+  tenantId: string | undefined;
+  apiBase: string;
+  identityUrl: string;
+  scopes: string | undefined;
+  baseCurrency: string | undefined;
+  timeoutMs: number;
+  journalsPerRequest: number;
+  maxRequestBytes: number;
+  callsPerMinute: number;
+  callsPerDay: number;
+  minuteWindowMs: number;
+  concurrency: number;
+  idempotencyTrustMs: number;
+  tokenRefreshMarginMs: number;
+  retryMaxMs: number;
+  /** See TALLY_FAULT_XERO_CRASH_AT. */
+  crashAt: "after_record" | "after_response" | undefined;
+}
+
+/** Outbound webhook settings (see the TALLY_WEBHOOK_* variables). */
+export interface WebhookConfig {
+  allowHttp: boolean;
+  timeoutMs: number;
+  /** Waits before retries 1..n (ms), jitter not applied. */
+  retryScheduleMs: number[];
+  secretOverlapMs: number;
+  endpointConcurrency: number;
+  maxInflight: number;
+  ackWaitMs: number;
+  thresholdIntervalMs: number;
 }
 
 /** The Stripe connector's settings (see the TALLY_STRIPE_* variables). */
@@ -387,17 +524,52 @@ export function toConfig(e: Env): Config {
       webhookSecret: e.TALLY_STRIPE_WEBHOOK_SECRET,
       crashAt: e.TALLY_FAULT_STRIPE_CRASH_AT,
     },
+    xero: {
+      clientId: e.TALLY_XERO_CLIENT_ID,
+      clientSecret: e.TALLY_XERO_CLIENT_SECRET,
+      tenantId: e.TALLY_XERO_TENANT_ID,
+      apiBase: e.TALLY_XERO_API_BASE,
+      identityUrl: e.TALLY_XERO_IDENTITY_URL,
+      scopes: e.TALLY_XERO_SCOPES,
+      baseCurrency: e.TALLY_XERO_BASE_CURRENCY,
+      timeoutMs: e.TALLY_XERO_TIMEOUT_MS,
+      journalsPerRequest: e.TALLY_XERO_JOURNALS_PER_REQUEST,
+      maxRequestBytes: e.TALLY_XERO_MAX_REQUEST_BYTES,
+      callsPerMinute: e.TALLY_XERO_CALLS_PER_MINUTE,
+      callsPerDay: e.TALLY_XERO_CALLS_PER_DAY,
+      minuteWindowMs: e.TALLY_XERO_MINUTE_WINDOW_MS,
+      concurrency: e.TALLY_XERO_CONCURRENCY,
+      idempotencyTrustMs: e.TALLY_XERO_IDEMPOTENCY_TRUST_MS,
+      tokenRefreshMarginMs: e.TALLY_XERO_TOKEN_REFRESH_MARGIN_MS,
+      retryMaxMs: e.TALLY_XERO_RETRY_MAX_MS,
+      crashAt: e.TALLY_FAULT_XERO_CRASH_AT,
+    },
     reconcile: {
       intervalMs: parseDuration(e.TALLY_RECONCILE_INTERVAL),
       settleMs: parseDuration(e.TALLY_RECONCILE_SETTLE),
     },
     rollup: { intervalMs: parseDuration(e.TALLY_ROLLUP_INTERVAL) },
+    accounting: {
+      timezone: e.TALLY_ACCOUNTING_TIMEZONE,
+      crashAfterEntries: e.TALLY_FAULT_JOURNAL_CRASH_AFTER_ENTRIES,
+    },
+    webhooks: {
+      allowHttp: e.TALLY_WEBHOOK_ALLOW_HTTP,
+      timeoutMs: e.TALLY_WEBHOOK_TIMEOUT_MS,
+      retryScheduleMs: e.TALLY_WEBHOOK_RETRY_SCHEDULE.split(",").map((d) => parseDuration(d.trim())),
+      secretOverlapMs: e.TALLY_WEBHOOK_SECRET_OVERLAP_MS,
+      endpointConcurrency: e.TALLY_WEBHOOK_ENDPOINT_CONCURRENCY,
+      maxInflight: e.TALLY_WEBHOOK_MAX_INFLIGHT,
+      ackWaitMs: e.TALLY_WEBHOOK_ACK_WAIT_MS,
+      thresholdIntervalMs: e.TALLY_WEBHOOK_THRESHOLD_INTERVAL_MS,
+    },
   };
 }
 
-/** `30m`, `1h`, `2d` (already validated) → milliseconds. */
+/** `500ms`, `30m`, `1h`, `2d` (already validated) → milliseconds. */
 export function parseDuration(text: string): number {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
   if (m === null) throw new Error(`not a duration: ${text}`);
-  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(m[1]) * unit[m[2] as keyof typeof unit];
 }

@@ -1,2 +1,2 @@
 export { loadConfig, toConfig, envSchema, ConfigError, parseDuration } from "./env.js";
-export type { Config, Env, StripeConfig } from "./env.js";
+export type { Config, Env, StripeConfig, WebhookConfig, XeroConfig } from "./env.js";

@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
+import type { JournalStore } from "../accounting/index.js";
 import type { KeyStore, PortalTokens } from "../auth/index.js";
 import type { CatalogStore } from "../catalog/index.js";
 import type { UsageDeps } from "../usage/index.js";
@@ -18,7 +19,9 @@ import { mountEventRoutes } from "./routes/events.js";
 import { mountIngestRoutes } from "./routes/ingest.js";
 import { mountInvoiceRoutes, type EdgeInvoices } from "./routes/invoices.js";
 import { mountKeyRoutes } from "./routes/keys.js";
+import { mountRevenueRoutes } from "./routes/revenue.js";
 import { mountStripeWebhookRoutes } from "./routes/stripe-webhooks.js";
+import { mountWebhookEndpointRoutes, type EdgeWebhooks } from "./routes/webhook-endpoints.js";
 import { mountUsageRoutes } from "./usage-routes.js";
 
 /** What the edge needs; built by `startEdge`, or by tests with their own servers. */
@@ -36,8 +39,12 @@ export interface EdgeDeps {
   usageStreams: UsageStreams;
   /** Invoices written by the close role (read routes). */
   invoices: EdgeInvoices;
+  /** The double-entry journal (revenue and journal read routes); absent: those routes answer 409. */
+  journal?: JournalStore;
   /** Readiness probe of NATS, ClickHouse and the schema. */
   ready: () => Promise<Record<string, boolean>>;
+  /** Outbound webhooks (endpoints, delivery log, outbox); unset: the routes do not exist. */
+  webhooks?: EdgeWebhooks;
   now?: () => number;
 }
 
@@ -67,7 +74,9 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
   mountKeyRoutes(app, deps);
   mountCatalogRoutes(app, deps);
   mountInvoiceRoutes(app, deps, deps.invoices);
+  mountRevenueRoutes(app, deps);
   mountStripeWebhookRoutes(app, deps);
+  mountWebhookEndpointRoutes(app, deps);
   mountUsageRoutes(app, deps);
   mountPortal(app, deps);
   return app;

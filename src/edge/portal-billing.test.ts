@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { InvoiceIndex, type InvoiceSummary } from "../billing/index.js";
 import { planSchema, type Price } from "../rating/index.js";
 import { allowanceOf, includedQuantity, invoicePage, invoicesPerPage } from "./portal-billing.js";
-import { formatMoney, formatPeriod, minorToDecimal } from "./portal-html.js";
+import { minorToDecimal } from "../rating/index.js";
+import { formatMoney, formatPeriod } from "./portal-html.js";
 
 /** A price validated as the catalog validates it (as part of a plan). */
 const price = (p: Record<string, unknown>): Price =>

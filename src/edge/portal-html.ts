@@ -1,4 +1,5 @@
 import { DateTime } from "luxon";
+import { minorToDecimal } from "../rating/index.js";
 
 /*
  * Text helpers shared by the customer page's renderers (portal.ts, portal-billing.ts): one
@@ -20,16 +21,6 @@ export function groupDigits(v: string): string {
   const digits = neg ? int.slice(1) : int;
   const grouped = digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   return `${neg ? "-" : ""}${grouped}${frac === undefined ? "" : `.${frac}`}`;
-}
-
-/** Integer minor units → an exact decimal string of major units: `(-5, 2)` → `"-0.05"`. */
-export function minorToDecimal(amount: number, exponent: number): string {
-  if (!Number.isSafeInteger(amount)) throw new RangeError(`amount ${amount} is not a safe integer`);
-  const neg = amount < 0;
-  const digits = String(Math.abs(amount)).padStart(exponent + 1, "0");
-  const int = digits.slice(0, digits.length - exponent);
-  const frac = exponent === 0 ? "" : `.${digits.slice(digits.length - exponent)}`;
-  return `${neg ? "-" : ""}${int}${frac}`;
 }
 
 const moneyFormats = new Map<string, Intl.NumberFormat>();

@@ -236,6 +236,7 @@ export function mountUsageRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): void {
       plans: applied.plans,
       customers: applied.customers,
       subscriptions: applied.subscriptions,
+      accounts: applied.accounts,
     });
   });
 

@@ -7,6 +7,8 @@ export const errorStatus = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  /** A feature whose configuration is missing (the journal without a catalog `accounts:` section). */
+  not_configured: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   rate_limited: 429,

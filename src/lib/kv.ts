@@ -18,6 +18,43 @@ export function isWrongLastSequence(err: unknown): boolean {
   return (err as { api_error?: { err_code?: number } } | null)?.api_error?.err_code === 10071;
 }
 
+/** A KV value as JSON with the revision it was read at; null for a missing or deleted key. */
+export async function readJson<T>(kv: KV, key: string): Promise<{ value: T; revision: number } | null> {
+  const e = await kv.get(key);
+  return e === null || e.operation !== "PUT" ? null : { value: e.json<T>(), revision: e.revision };
+}
+
+/**
+ * Compare-and-set of one JSON value: reads it, applies `fn` and writes the result only if the key
+ * did not change in between; on a lost race re-reads and re-applies (with a small random wait),
+ * up to `maxAttempts`, then throws `conflict(message)`. `fn` returning null writes nothing and
+ * resolves with the current value.
+ */
+export async function updateJson<T>(
+  kv: KV,
+  key: string,
+  fn: (cur: T | null) => T | null,
+  opts: { maxAttempts: number; conflict: (message: string) => Error },
+): Promise<T | null> {
+  for (let attempt = 0; ; attempt++) {
+    const e = await kv.get(key);
+    const cur = e === null || e.operation !== "PUT" ? null : e.json<T>();
+    const next = fn(cur);
+    if (next === null) return cur;
+    try {
+      if (e === null) await kv.create(key, JSON.stringify(next));
+      // A purged or deleted key has a revision too: update on it (create would fail).
+      else await kv.update(key, JSON.stringify(next), e.revision);
+      return next;
+    } catch (err: unknown) {
+      if (!isWrongLastSequence(err)) throw err;
+      if (attempt + 1 >= opts.maxAttempts)
+        throw opts.conflict(`${key} changed concurrently ${attempt + 1} times`);
+      await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
+    }
+  }
+}
+
 /**
  * How long a KV watch may go without delivering anything before its initial values are all in;
  * then it is opened again. Under load (a catalog apply of 100,000 objects next to a busy

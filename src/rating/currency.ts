@@ -57,3 +57,18 @@ export function currencyOf(code: string): Currency | undefined {
 export function supportedCurrencies(): string[] {
   return Object.keys(EXPONENTS).sort();
 }
+
+/**
+ * Integer minor units → an exact decimal string of major units: `(-5, 2)` → `"-0.05"`,
+ * `(1234, 0)` → `"1234"`. The one formatter of minor units (invoices on the CLI, the customer
+ * page, the journal export and revenue report); no binary float is involved.
+ * @throws RangeError when `amount` is not a safe integer.
+ */
+export function minorToDecimal(amount: number, exponent: number): string {
+  if (!Number.isSafeInteger(amount)) throw new RangeError(`amount ${amount} is not a safe integer`);
+  const neg = amount < 0;
+  const digits = String(Math.abs(amount)).padStart(exponent + 1, "0");
+  const int = digits.slice(0, digits.length - exponent);
+  const frac = exponent === 0 ? "" : `.${digits.slice(digits.length - exponent)}`;
+  return `${neg ? "-" : ""}${int}${frac}`;
+}

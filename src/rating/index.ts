@@ -39,7 +39,7 @@ export type {
 } from "./plan-schema.js";
 export { RatingInputError, formatIssue } from "./errors.js";
 export type { RatingIssue } from "./errors.js";
-export { currencyOf, supportedCurrencies } from "./currency.js";
+export { currencyOf, minorToDecimal, supportedCurrencies } from "./currency.js";
 export type { Currency } from "./currency.js";
 export type { Timestamp } from "./calendar.js";
 export type {

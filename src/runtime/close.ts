@@ -1,14 +1,28 @@
 import { DateTime } from "luxon";
 import { openReconciler, type Reconciler } from "../accounting/reconcile-setup.js";
+import { openJournalPoster } from "../accounting/index.js";
 import { busNames, DeadLetterLog, ensureStreams, Watermarks } from "../bus/index.js";
 import { closeDue, InvoiceStore, LeaderLease, usageSnapshotter, type CloseReport } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
 import { openStripePusher } from "../connectors/stripe/index.js";
+import { openXeroPusher, XeroDuePusher } from "../connectors/xero/index.js";
 import { createClickHouse, isSchemaCurrent } from "../clickhouse/index.js";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../observability/index.js";
 import { RollupFiller } from "../usage/index.js";
+import {
+  evaluateThresholds,
+  openWebhooks,
+  reraiseFinalizedSince,
+  startDispatcher,
+  type ThresholdReport,
+  type WebhookDispatcher,
+  type Webhooks,
+} from "../webhooks/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
+
+/** The delivery-log marker a close run holds while it runs (see runOnce). */
+const closeRunMarker = "close_run";
 
 /** A running close role. */
 export interface RunningClose {
@@ -19,6 +33,13 @@ export interface RunningClose {
   runOnce(opts?: { dryRun?: boolean; waitMs?: number }): Promise<CloseReport | null>;
   invoices: InvoiceStore;
   catalog: CatalogStore;
+  /** Resolves when the Xero push the last round started (if any) has finished. */
+  xeroIdle(): Promise<void>;
+  /** The outbox, endpoints and delivery log; `dispatcher` delivers them (every close process runs one). */
+  webhooks: Webhooks;
+  dispatcher: WebhookDispatcher;
+  /** Evaluates usage alerts now (if this process holds the leader lease; else null). */
+  evaluateThresholds(): Promise<ThresholdReport | null>;
   stop(): Promise<void>;
 }
 
@@ -58,7 +79,12 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     config.nats.replicas,
     log,
   );
+  // Outbound webhooks: the close raises invoice.finalized, the push invoice.pushed/push_failed,
+  // the threshold timer usage.threshold_crossed; the dispatcher delivers the outbox.
+  const webhooks = await openWebhooks(js, jsm, config);
+  const dispatcher = await startDispatcher(js, webhooks, config, log.child({ component: "webhooks" }));
   const deps = {
+    webhooks: webhooks.emitter,
     catalog,
     invoices,
     snapshots: usageSnapshotter({ clickhouse, database: config.clickhouse.database, watermarks }),
@@ -73,7 +99,31 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
 
   // With TALLY_STRIPE_SECRET_KEY set, every close round is followed by a push of what it
   // finalized and of earlier failures whose backoff has passed; a push failure never fails the close.
-  const pusher = await openStripePusher({ js, invoices, catalog, config, log });
+  const pusher = await openStripePusher({ js, invoices, catalog, config, log, webhooks: webhooks.emitter });
+  // Then the journal: entries for what was finalized and paid, and recognitions that are due.
+  const poster = await openJournalPoster({ js, invoices, catalog, snapshots: deps.snapshots, config, log });
+  // With TALLY_XERO_CLIENT_ID/_SECRET set, posted entries go to Xero as manual journals. Xero
+  // allows 60 calls a minute, so a large backlog takes minutes: it runs beside the close rounds
+  // (one push at a time), never inside them.
+  // It reads the poster's journal store: one watch of the entry ids in the process, not two.
+  const xero = await openXeroPusher({ js, config, log, journal: poster.journal, emitter: webhooks.emitter });
+  const xeroDue =
+    xero === null
+      ? null
+      : new XeroDuePusher({ journal: poster.journal, store: xero.store, pusher: xero.pusher, log });
+  let xeroRunning: Promise<void> | null = null;
+  const kickXero = () => {
+    if (xeroDue === null || xeroRunning !== null || catalog.chart() === undefined) return;
+    xeroRunning = xeroDue
+      .pushDue()
+      .then(
+        (r) => (r.due > 0 || r.failed.length > 0) && log.info({ ...r, failed: r.failed.length }, "xero push"),
+        (err: unknown) => log.error({ err }, "xero push failed; the next round retries"),
+      )
+      .then(() => {
+        xeroRunning = null;
+      });
+  };
 
   // The looping close role reconciles the current and the previous month every
   // TALLY_RECONCILE_INTERVAL after a close round (so only while it holds the lease); each
@@ -85,8 +135,9 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     const every = config.reconcile.intervalMs;
     if (every === 0 || Date.now() - reconciledAt < every) return;
     reconciledAt = Date.now();
-    reconciler ??= await openReconciler({ js, invoices, config, log, journal: null, timeZone: "UTC" });
-    const now = DateTime.utc();
+    reconciler ??= await openReconciler({ js, invoices, catalog, config, log, emitter: webhooks.emitter });
+    // Months of the books: documents are dated in the accounting time zone.
+    const now = DateTime.now().setZone(config.accounting.timezone);
     for (const m of [now.minus({ months: 1 }), now]) {
       await reconciler.run(m.toFormat("yyyy-MM")).catch((err: unknown) => {
         log.error({ err }, "reconciliation failed; the next interval retries");
@@ -103,7 +154,18 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
         await new Promise((r) => setTimeout(r, 500));
       }
       const started = Date.now();
+      // A close run leaves a marker while it runs: one still set at the start of the next run
+      // means that run died, possibly between finalizing a batch and putting its
+      // invoice.finalized events in the outbox; they are raised again after this run.
+      const diedSince = opts.dryRun ? null : await webhooks.deliveries.marker(closeRunMarker);
+      if (!opts.dryRun && diedSince === null)
+        await webhooks.deliveries.setMarker(closeRunMarker, new Date(started).toISOString());
       const report = await closeDue(deps, Date.now(), opts);
+      if (diedSince !== null) {
+        const n = await reraiseFinalizedSince(invoices, webhooks.emitter, diedSince);
+        log.warn({ since: diedSince, events: n }, "previous close run died; invoice.finalized raised again");
+      }
+      if (!opts.dryRun) await webhooks.deliveries.clearMarker(closeRunMarker);
       log.info(
         {
           finalized: report.finalized.length,
@@ -123,14 +185,48 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
           (err: unknown) => log.error({ err }, "stripe push failed; the next round retries"),
         );
       }
+      if (!opts.dryRun) {
+        await poster.postDue().then(
+          (r) => r.configured && log.info({ posted: r.posted, errors: r.errors.length }, "journal posted"),
+          (err: unknown) => log.error({ err }, "journal posting failed; the next round retries"),
+        );
+        kickXero();
+      }
       return report;
     });
     return running;
   };
 
+  // Usage alerts: only the leader evaluates (each evaluation reads every alerting subscription's
+  // usage); queued behind a running close so the two never read at once.
+  const thresholds = (): Promise<ThresholdReport | null> => {
+    const run = running.then(async () => {
+      if (!(await lease.acquireOrRenew())) return null;
+      const r = await evaluateThresholds(
+        { close: deps, emitter: webhooks.emitter, deliveries: webhooks.deliveries },
+        Date.now(),
+      );
+      if (r.fired.length > 0 || r.errors.length > 0)
+        log.info({ evaluated: r.evaluated, fired: r.fired.length, errors: r.errors.length }, "usage alerts");
+      return r;
+    });
+    running = run.then(
+      () => null,
+      () => null,
+    );
+    return run;
+  };
+
   let timer: NodeJS.Timeout | null = null;
   let renew: NodeJS.Timeout | null = null;
   let filler: RollupFiller | null = null;
+  let alerts: NodeJS.Timeout | null = null;
+  if (loop && config.webhooks.thresholdIntervalMs > 0) {
+    alerts = setInterval(
+      () => void thresholds().catch((err: unknown) => log.error({ err }, "usage alert evaluation failed")),
+      config.webhooks.thresholdIntervalMs,
+    );
+  }
   if (loop) {
     const tick = () =>
       void runOnce()
@@ -161,13 +257,27 @@ export async function startClose(config: Config, log: Logger, loop = true): Prom
     runOnce,
     invoices,
     catalog,
+    xeroIdle: async () => {
+      await xeroRunning;
+    },
+    webhooks,
+    dispatcher,
+    evaluateThresholds: thresholds,
     async stop() {
       if (timer) clearInterval(timer);
       if (renew) clearInterval(renew);
       await filler?.stop();
+      if (alerts) clearInterval(alerts);
       await running.catch(() => undefined);
       await reconciling.catch(() => undefined);
       reconciler?.stop();
+      // The Xero push reads the poster's journal: stop it first.
+      await xeroRunning;
+      xeroDue?.stop();
+      await xero?.client.close();
+      poster.stop();
+      await dispatcher.stop();
+      webhooks.endpoints.stop();
       await lease.release();
       await catalog.close();
       await nc.drain();

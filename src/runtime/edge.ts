@@ -1,5 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { Events, type NatsConnection } from "nats";
+import { JournalStore } from "../accounting/index.js";
 import { KeyStore, PortalTokens } from "../auth/index.js";
 import { InvoiceStore } from "../billing/index.js";
 import { CatalogStore } from "../catalog/index.js";
@@ -16,6 +17,7 @@ import {
 import type { Config } from "../config/index.js";
 import { createEdgeApp } from "../edge/app.js";
 import type { Logger } from "../observability/index.js";
+import { openWebhooks, type Webhooks } from "../webhooks/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
 
 /** A running edge process. */
@@ -27,6 +29,8 @@ export interface RunningEdge {
   invoices: InvoiceStore;
   portalTokens: PortalTokens;
   clickhouse: ClickHouseClient;
+  /** Webhook endpoints, delivery log and the outbox emitter (the edge raises `invoice.paid`). */
+  webhooks: Webhooks;
   app: ReturnType<typeof createEdgeApp>;
   /** Stops accepting connections, answers what is in flight, closes connections. */
   stop(): Promise<void>;
@@ -80,12 +84,14 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     index: await invoiceStore.index(),
     push: await PushStore.open(js, names.pushBucket, config.nats.replicas),
   };
+  const journal = await JournalStore.open(js, names.journalBucket, config.nats.replicas, log);
   const portalTokens = await PortalTokens.open(
     js,
     names.secretsBucket,
     config.nats.replicas,
     config.usage.portalSecret,
   );
+  const webhooks = await openWebhooks(js, jsm, config);
   const usage = { clickhouse: reader, database: config.clickhouse.database, watermarks };
   const usageStreams = new UsageStreams(usage, log, config.usage.streamIntervalMs);
   const ready = async () => {
@@ -102,6 +108,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     return { nats: natsOk, clickhouse: clickhouseOk, schema };
   };
   const app = createEdgeApp({
+    journal,
     config,
     log,
     publisher,
@@ -115,6 +122,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     usageStreams,
     invoices,
     ready,
+    webhooks: { ...webhooks, js },
   });
   let server: ServerType | null = null;
   let port = config.http.port;
@@ -137,6 +145,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     invoices: invoiceStore,
     portalTokens,
     clickhouse,
+    webhooks,
     app,
     async stop() {
       // Live usage streams never end by themselves: end them before waiting for connections.

@@ -112,13 +112,15 @@ describe("batching and encoding", () => {
     const { edge, client } = await setup({ maxBatchSize: 10, now: () => clock++ });
     const ids = Array.from({ length: 25 }, (_, i) => client.track(ev(i)));
     await client.flush();
-    expect(edge.received.map((r) => r.ids.length)).toEqual([10, 10, 5]);
-    expect(edge.received.flatMap((r) => r.ids)).toEqual(ids);
-    const h = edge.received[0]!.headers;
+    // Batches go out concurrently (up to maxConcurrentRequests): they may arrive in any order.
+    const received = [...edge.received].sort((a, b) => ids.indexOf(a.ids[0]!) - ids.indexOf(b.ids[0]!));
+    expect(received.map((r) => r.ids.length)).toEqual([10, 10, 5]);
+    expect(received.flatMap((r) => r.ids)).toEqual(ids);
+    const h = received[0]!.headers;
     expect(h["content-type"]).toBe("application/x-protobuf");
     expect(h["content-encoding"]).toBe("gzip");
     expect(h.authorization).toBe("Bearer key_0123456789abcdef");
-    const all = edge.received.flatMap((r) => r.events);
+    const all = received.flatMap((r) => r.events);
     expect(all.map((e) => Number(e.timeMs))).toEqual(ids.map((_, i) => 1_700_000_000_000 + i));
     expect(all[7]!.properties).toEqual({ n: "7" });
     expect(client.stats()).toMatchObject({ tracked: 25, acknowledged: 25, buffered: 0, failed: 0 });

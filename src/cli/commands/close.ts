@@ -1,24 +1,16 @@
 import type { Command } from "commander";
 import type { Invoice } from "../../billing/index.js";
 import { createLogger } from "../../observability/index.js";
+import { minorToDecimal } from "../../rating/index.js";
 import { startClose } from "../../runtime/close.js";
 import { configOrExit } from "../config.js";
 import { onShutdown } from "./serve.js";
 
 const envHelp = "\nConfiguration comes from TALLY_* environment variables; see README 'Configuration'.";
 
-/** Minor units as a decimal amount in major units (`12345`, exponent 2 → `123.45`). */
-export function formatAmount(minor: number, exponent: number): string {
-  const sign = minor < 0 ? "-" : "";
-  const digits = String(Math.abs(minor)).padStart(exponent + 1, "0");
-  return exponent === 0
-    ? `${sign}${digits}`
-    : `${sign}${digits.slice(0, -exponent)}.${digits.slice(-exponent)}`;
-}
-
 /** One invoice as a few human lines. */
 export function describeInvoice(inv: Invoice): string {
-  const money = (n: number) => `${formatAmount(n, inv.currency_exponent)} ${inv.currency}`;
+  const money = (n: number) => `${minorToDecimal(n, inv.currency_exponent)} ${inv.currency}`;
   const out = [
     `${inv.number ?? "(draft)"}  ${inv.id}  ${inv.status}  ${inv.customer}  ${inv.period.start} .. ${inv.period.end}  total ${money(inv.total)}`,
   ];

@@ -1,10 +1,11 @@
 import { InvalidArgumentError, type Command } from "commander";
-import { InvoiceStore, type Invoice, type InvoiceSummary } from "../../billing/index.js";
+import { InvoiceStore, type DocumentKind, type Invoice, type InvoiceSummary } from "../../billing/index.js";
 import { busNames } from "../../bus/index.js";
 import { PushStore, type StripePayments, type StripePush } from "../../connectors/stripe/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { configOrExit } from "../config.js";
-import { describeInvoice, formatAmount } from "./close.js";
+import { minorToDecimal } from "../../rating/index.js";
+import { describeInvoice } from "./close.js";
 
 async function withInvoices<T>(fn: (store: InvoiceStore, push: PushStore) => Promise<T>): Promise<T> {
   const config = configOrExit();
@@ -22,6 +23,11 @@ async function withInvoices<T>(fn: (store: InvoiceStore, push: PushStore) => Pro
 /** Invoice statuses, and push statuses (`push_failed`, `mismatch`, ...) of the Stripe push. */
 const pushStatuses = ["pending", "pushed", "push_failed", "mismatch", "skipped"] as const;
 type ListStatus = "draft" | "finalized" | (typeof pushStatuses)[number];
+
+function kind(value: string): DocumentKind {
+  if (value === "invoice" || value === "credit_note") return value;
+  throw new InvalidArgumentError("must be invoice or credit_note");
+}
 
 function status(value: string): ListStatus {
   if (value === "draft" || value === "finalized") return value;
@@ -61,7 +67,7 @@ function row(s: InvoiceSummary, exponent: (currency: string) => number): string 
     s.id,
     s.status.padEnd(9),
     s.period_start.slice(0, 19),
-    `${formatAmount(s.total, exponent(s.currency))} ${s.currency}`.padStart(16),
+    `${minorToDecimal(s.total, exponent(s.currency))} ${s.currency}`.padStart(16),
     s.customer,
   ].join("  ");
 }
@@ -77,51 +83,68 @@ export function registerInvoicesCommand(program: Command): void {
       "draft, finalized, or a Stripe push status (push_failed, mismatch, ...)",
       status,
     )
+    .option("--kind <kind>", "invoice or credit_note (default: both)", kind)
     .option("--limit <n>", "at most this many", limit, 100)
     .option("--json", "print JSON")
-    .action(async (opts: { customer?: string; status?: ListStatus; limit: number; json?: boolean }) => {
-      await withInvoices(async (store, push) => {
-        if (opts.status !== undefined && opts.status !== "draft" && opts.status !== "finalized") {
-          const want = opts.status;
-          const recs = (await push.all())
-            .filter((r) => r.status === want && (opts.customer === undefined || r.customer === opts.customer))
-            .slice(0, opts.limit);
-          if (opts.json) {
-            process.stdout.write(`${JSON.stringify(recs, null, 2)}\n`);
+    .action(
+      async (opts: {
+        customer?: string;
+        status?: ListStatus;
+        kind?: DocumentKind;
+        limit: number;
+        json?: boolean;
+      }) => {
+        await withInvoices(async (store, push) => {
+          if (opts.status !== undefined && opts.status !== "draft" && opts.status !== "finalized") {
+            const want = opts.status;
+            const recs = (await push.all())
+              .filter(
+                (r) =>
+                  r.status === want &&
+                  (opts.customer === undefined || r.customer === opts.customer) &&
+                  (opts.kind === undefined || (r.kind ?? "invoice") === opts.kind),
+              )
+              .slice(0, opts.limit);
+            if (opts.json) {
+              process.stdout.write(`${JSON.stringify(recs, null, 2)}\n`);
+              return;
+            }
+            for (const r of recs) {
+              const err = r.last_error ? `  ${r.last_error.code}: ${r.last_error.message}` : "";
+              process.stdout.write(
+                `${(r.number ?? "").padEnd(14)}  ${r.invoice}  ${r.status.padEnd(11)}  ${r.customer}${err}\n`,
+              );
+            }
+            process.stdout.write(`${recs.length} invoice(s)\n`);
             return;
           }
-          for (const r of recs) {
-            const err = r.last_error ? `  ${r.last_error.code}: ${r.last_error.message}` : "";
-            process.stdout.write(
-              `${(r.number ?? "").padEnd(14)}  ${r.invoice}  ${r.status.padEnd(11)}  ${r.customer}${err}\n`,
+          const index = await store.index();
+          try {
+            const page = index.list(
+              { customer: opts.customer, status: opts.status, kind: opts.kind },
+              opts.limit,
             );
+            if (opts.json) {
+              process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
+              return;
+            }
+            // Exponents come from each invoice (a summary does not carry it): read those listed.
+            const exps = new Map<string, number>();
+            for (const s of page.data) {
+              if (exps.has(s.currency)) continue;
+              const inv = await store.get(s.id);
+              if (inv !== null) exps.set(s.currency, inv.currency_exponent);
+            }
+            for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
+            process.stdout.write(
+              `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
+            );
+          } finally {
+            index.stop();
           }
-          process.stdout.write(`${recs.length} invoice(s)\n`);
-          return;
-        }
-        const index = await store.index();
-        try {
-          const page = index.list({ customer: opts.customer, status: opts.status }, opts.limit);
-          if (opts.json) {
-            process.stdout.write(`${JSON.stringify(page.data, null, 2)}\n`);
-            return;
-          }
-          // Exponents come from each invoice (a summary does not carry it): read those listed.
-          const exps = new Map<string, number>();
-          for (const s of page.data) {
-            if (exps.has(s.currency)) continue;
-            const inv = await store.get(s.id);
-            if (inv !== null) exps.set(s.currency, inv.currency_exponent);
-          }
-          for (const s of page.data) process.stdout.write(`${row(s, (c) => exps.get(c) ?? 2)}\n`);
-          process.stdout.write(
-            `${page.data.length} invoice(s)${page.next ? " (more: raise --limit)" : ""}\n`,
-          );
-        } finally {
-          index.stop();
-        }
-      });
-    });
+        });
+      },
+    );
   invoices
     .command("show <id>")
     .description("one invoice with its lines (--json for the full record: evidence, rating inputs, true-ups)")

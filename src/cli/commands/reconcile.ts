@@ -3,6 +3,7 @@ import { openReconciler } from "../../accounting/reconcile-setup.js";
 import { formatReport, monthRange } from "../../accounting/reconcile.js";
 import { InvoiceStore } from "../../billing/index.js";
 import { busNames } from "../../bus/index.js";
+import { CatalogStore } from "../../catalog/index.js";
 import { createLogger } from "../../observability/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { configOrExit } from "../config.js";
@@ -30,25 +31,18 @@ export function registerReconcileCommand(program: Command): void {
       const nc = await connectNats(config, "tally-reconcile");
       try {
         const js = nc.jetstream();
-        const invoices = await InvoiceStore.open(
-          js,
-          busNames(config.nats.prefix).invoicesBucket,
-          config.nats.replicas,
-        );
-        const reconciler = await openReconciler({
-          js,
-          invoices,
-          config,
-          log,
-          journal: null,
-          timeZone: "UTC",
-        });
+        const names = busNames(config.nats.prefix);
+        const invoices = await InvoiceStore.open(js, names.invoicesBucket, config.nats.replicas);
+        const catalog = await CatalogStore.open(js, names.catalogBucket, config.nats.replicas, log);
+        await catalog.start();
+        const reconciler = await openReconciler({ js, invoices, catalog, config, log });
         try {
           const report = await reconciler.run(opts.month);
           process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
           if (report.differences.length > 0) process.exitCode = 1;
         } finally {
           reconciler.stop();
+          await catalog.close();
         }
       } finally {
         await nc.drain();

@@ -15,5 +15,5 @@ export type {
 export { StripePusher } from "./push.js";
 export type { PushDeps, PushReport } from "./push.js";
 export { openStripePusher } from "./setup.js";
-export { recordStripeEvent, decidePayment } from "./webhooks.js";
+export { recordStripeEvent, decidePayment, paidParts } from "./webhooks.js";
 export type { WebhookOutcome } from "./webhooks.js";

@@ -1,6 +1,6 @@
 import type { JetStreamClient, KV } from "nats";
 import pMap from "p-map";
-import { isWrongLastSequence } from "../../lib/kv.js";
+import { readJson, updateJson } from "../../lib/kv.js";
 
 /** Where one Tally invoice's push stands: each step is recorded once Stripe answered it. */
 export type PushStep = "none" | "created" | "lines_added" | "finalized" | "verified";
@@ -86,6 +86,11 @@ export interface PaymentState {
   event: string;
   /** The event's `created` (epoch seconds). */
   event_created: number;
+  /**
+   * `invoice.paid`: the invoice's `amount_paid` in the event (minor units): what the journal's
+   * payment entry receives. Less than the total when a credit note reduced it before payment.
+   */
+  amount_paid?: number;
 }
 
 /** What Stripe's webhooks said about the Stripe invoices of one Tally invoice (`payments.<invoice id>`). */
@@ -152,27 +157,11 @@ export class PushStore {
     return read.flatMap((r) => (r === null ? [] : [r.value]));
   }
 
-  private async read<T>(key: string): Promise<{ value: T; revision: number } | null> {
-    const e = await this.kv.get(key);
-    return e === null || e.operation !== "PUT" ? null : { value: e.json<T>(), revision: e.revision };
+  private read<T>(key: string): Promise<{ value: T; revision: number } | null> {
+    return readJson<T>(this.kv, key);
   }
 
-  private async cas<T>(key: string, fn: (cur: T | null) => T | null): Promise<T | null> {
-    for (let attempt = 0; ; attempt++) {
-      const e = await this.kv.get(key);
-      const cur = e === null || e.operation !== "PUT" ? null : e.json<T>();
-      const next = fn(cur);
-      if (next === null) return cur;
-      try {
-        if (e === null) await this.kv.create(key, JSON.stringify(next));
-        // A purged or deleted key has a revision too: update on it (create would fail).
-        else await this.kv.update(key, JSON.stringify(next), e.revision);
-        return next;
-      } catch (err: unknown) {
-        if (!isWrongLastSequence(err)) throw err;
-        if (attempt >= 20) throw new PushConflict(`${key} changed concurrently ${attempt + 1} times`);
-        await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
-      }
-    }
+  private cas<T>(key: string, fn: (cur: T | null) => T | null): Promise<T | null> {
+    return updateJson(this.kv, key, fn, { maxAttempts: 21, conflict: (m) => new PushConflict(m) });
   }
 }

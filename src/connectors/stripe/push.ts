@@ -1,3 +1,5 @@
+import type { WebhookEmitter } from "../../webhooks/emitter.js";
+import { invoicePushed, invoicePushFailed } from "../../webhooks/events.js";
 import pMap from "p-map";
 import type Stripe from "stripe";
 import type { Invoice, InvoiceStore } from "../../billing/index.js";
@@ -47,6 +49,8 @@ export interface PushDeps {
   now?: () => number;
   /** Fault injection for crash tests (TALLY_FAULT_STRIPE_CRASH_AT); called at named points. */
   crashPoint?: (point: string) => void;
+  /** Raises `invoice.pushed` / `invoice.push_failed` (src/webhooks); unset: none. */
+  webhooks?: WebhookEmitter;
 }
 
 export interface PushReport {
@@ -186,7 +190,7 @@ export class StripePusher {
       return existing;
     const started = performance.now();
     try {
-      return await this.push(inv, existing);
+      return await this.announce(inv, await this.push(inv, existing));
     } catch (err: unknown) {
       const code =
         err instanceof PushError || err instanceof StripeCallError || err instanceof CreditPlanError
@@ -195,7 +199,7 @@ export class StripePusher {
       const message = err instanceof Error ? err.message : String(err);
       this.deps.log.warn({ invoice: id, code, err: message }, "stripe push failed; will retry");
       pushOutcomes.inc({ outcome: "push_failed" });
-      return this.deps.store.update(id, (cur) => {
+      const failed = await this.deps.store.update(id, (cur) => {
         const base = cur ?? this.initial(inv, null, null, null);
         const attempts = Math.max(1, base.attempts);
         const delay = backoffMs(
@@ -215,9 +219,34 @@ export class StripePusher {
           updated_at: new Date(this.now()).toISOString(),
         };
       });
+      return this.announce(inv, failed);
     } finally {
       pushSeconds.observe((performance.now() - started) / 1000);
     }
+  }
+
+  /**
+   * Raises the webhook event of a push outcome (pushed; push_failed, or total mismatch as a
+   * push_failed). Never throws: a webhook outage must not turn a push into a failure.
+   */
+  private async announce<T extends StripePush | null>(inv: Invoice, rec: T): Promise<T> {
+    const hooks = this.deps.webhooks;
+    if (hooks === undefined || rec === null) return rec;
+    try {
+      if (rec.status === "pushed") {
+        await hooks.emit(
+          invoicePushed(
+            inv,
+            rec.parts.map((p) => p.stripe_invoice),
+          ),
+        );
+      } else if ((rec.status === "push_failed" || rec.status === "mismatch") && rec.last_error !== null) {
+        await hooks.emit(invoicePushFailed(inv, rec.last_error, Math.max(1, rec.attempts)));
+      }
+    } catch (err: unknown) {
+      this.deps.log.error({ err, invoice: inv.id }, "could not raise the push webhook event");
+    }
+    return rec;
   }
 
   private initial(

@@ -1,3 +1,4 @@
+import type { WebhookEmitter } from "../../webhooks/emitter.js";
 import type { JetStreamClient } from "nats";
 import type { InvoiceStore } from "../../billing/index.js";
 import type { CatalogStore } from "../../catalog/index.js";
@@ -19,6 +20,8 @@ export async function openStripePusher(deps: {
   catalog: CatalogStore;
   config: Config;
   log: Logger;
+  /** Raises invoice.pushed / invoice.push_failed. */
+  webhooks?: WebhookEmitter;
 }): Promise<StripePusher | null> {
   const { config } = deps;
   if (config.stripe.secretKey === undefined) return null;
@@ -31,6 +34,7 @@ export async function openStripePusher(deps: {
     client: createStripeClient(config.stripe),
     config: config.stripe,
     log: deps.log.child({ connector: "stripe" }),
+    ...(deps.webhooks !== undefined ? { webhooks: deps.webhooks } : {}),
     ...(crashAt !== undefined
       ? { crashPoint: (p: string) => p === crashAt && process.kill(process.pid, "SIGKILL") }
       : {}),

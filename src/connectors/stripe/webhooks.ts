@@ -27,6 +27,26 @@ const rank: Record<PaymentState["status"], number> = {
 /** How many applied event ids a record remembers (Stripe redelivers for up to 3 days, rarely many). */
 const rememberedEvents = 200;
 
+/**
+ * The parts of a pushed invoice and who paid them, once every Stripe invoice it was pushed as
+ * is paid (an invoice pushed in several parts is paid when all are); null before that.
+ */
+export async function paidParts(
+  store: PushStore,
+  invoice: string,
+): Promise<{ stripe_invoice: string; event: string }[] | null> {
+  const [push, pay] = await Promise.all([store.get(invoice), store.payments(invoice)]);
+  const ids = (push?.parts ?? []).map((p) => p.stripe_invoice);
+  if (ids.length === 0 || pay === null) return null;
+  const out: { stripe_invoice: string; event: string }[] = [];
+  for (const id of ids) {
+    const p = id === null ? undefined : pay.parts[id];
+    if (id === null || p?.status !== "paid") return null;
+    out.push({ stripe_invoice: id, event: p.event });
+  }
+  return out;
+}
+
 export type WebhookOutcome = "applied" | "duplicate" | "stale" | "ignored";
 
 /**
@@ -78,6 +98,9 @@ export async function recordStripeEvent(store: PushStore, event: Stripe.Event): 
                 status: next,
                 event: event.id,
                 event_created: event.created,
+                ...(next === "paid" && typeof obj.amount_paid === "number"
+                  ? { amount_paid: obj.amount_paid }
+                  : {}),
                 part: partText !== undefined && /^\d+$/.test(partText) ? Number(partText) : null,
               },
             }

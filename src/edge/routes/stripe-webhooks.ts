@@ -1,8 +1,9 @@
 import type { Hono } from "hono";
 import Stripe from "stripe";
-import { recordStripeEvent } from "../../connectors/stripe/index.js";
+import { paidParts, recordStripeEvent } from "../../connectors/stripe/index.js";
 import { webhookEvents } from "../../connectors/stripe/metrics.js";
 import { ApiError } from "../../lib/errors.js";
+import { invoicePaid } from "../../webhooks/events.js";
 import type { EdgeDeps } from "../app.js";
 import { readBodyLimited } from "../body.js";
 import type { EdgeEnv } from "../context.js";
@@ -48,6 +49,13 @@ export function mountStripeWebhookRoutes(app: Hono<EdgeEnv>, deps: EdgeDeps): vo
     }
     const outcome = await recordStripeEvent(store, event);
     deps.log.info({ event: event.id, type: event.type, outcome }, "stripe webhook");
+    // invoice.paid out once every part is paid. Raised before answering Stripe, so a failure
+    // here (500) makes Stripe redeliver and the event is raised then (its id dedupes a repeat).
+    const tallyInvoice = (event.data.object as { metadata?: Record<string, string> }).metadata?.tally_invoice;
+    if (event.type === "invoice.paid" && outcome !== "ignored" && tallyInvoice && deps.webhooks) {
+      const parts = await paidParts(store, tallyInvoice);
+      if (parts !== null) await deps.webhooks.emitter.emit(invoicePaid(tallyInvoice, parts));
+    }
     return c.json({ received: true, outcome });
   });
 }

@@ -1,0 +1,13 @@
+export { XeroClient, XeroAuthError } from "./client.js";
+export type { XeroAnswer } from "./client.js";
+export { CallLimiter, CallBudgetExhausted, decideCall, guardedWindow } from "./limiter.js";
+export type { CallLimits } from "./limiter.js";
+export { toManualJournal, requestBody, planBatches, narrationMarker, entryIdOf } from "./map.js";
+export type { Mapped, MapErrorCode } from "./map.js";
+export { XeroStore, XeroStoreConflict } from "./store.js";
+export type { XeroEntryRecord, XeroBatchRecord, BatchResult, EntryStatus, CallLog } from "./store.js";
+export { XeroPusher } from "./push.js";
+export type { XeroPushDeps, XeroPushReport } from "./push.js";
+export { openXeroPusher } from "./setup.js";
+export type { OpenedXeroPusher } from "./setup.js";
+export { XeroDuePusher } from "./due.js";

@@ -1,0 +1,18 @@
+export { webhookEventTypes } from "./emitter.js";
+export type { OutboundEvent, WebhookEmitter, WebhookEventType } from "./emitter.js";
+export { DeliveryLog, deliveryId } from "./deliveries.js";
+export type { DeliveryAttempt, DeliveryRecord } from "./deliveries.js";
+export { requestReplay, WebhookDispatcher } from "./dispatcher.js";
+export type { DeliveryTask, DispatcherDeps } from "./dispatcher.js";
+export { EndpointStore, endpointInputSchema, isPrivateHost, signingSecrets, viewOf } from "./endpoints.js";
+export type { EndpointInput, EndpointView, WebhookEndpoint } from "./endpoints.js";
+export { emitAll, ensureWebhookStream, OutboxEmitter } from "./outbox.js";
+export type { OutboxMessage } from "./outbox.js";
+export { openWebhooks, startDispatcher } from "./open.js";
+export type { Webhooks } from "./open.js";
+export { decideAttempt, parseRetryAfter } from "./retry.js";
+export type { AttemptDecision, AttemptResult } from "./retry.js";
+export { crossings, evaluateThresholds } from "./thresholds.js";
+export type { Crossing, ThresholdDeps, ThresholdReport } from "./thresholds.js";
+export { invoiceData, invoiceFinalized, invoicePaid, invoicePushed, invoicePushFailed } from "./events.js";
+export { reraiseFinalizedSince } from "./finalized.js";
