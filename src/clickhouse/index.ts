@@ -25,6 +25,7 @@ export {
   rollupFill,
   rollupFills,
   rollupTailProbe,
+  rollupReadPlan,
   rollupRecordFill,
   rollupBucketMs,
   rollupReceiveMs,

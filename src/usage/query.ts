@@ -13,6 +13,7 @@ import {
   usageRollupAggregate,
   rollupBucketMs,
   rollupReceiveMs,
+  rollupReadPlan,
   rollupTailProbe,
   usageTotals,
   usageTotalsRewriteCount,
@@ -24,7 +25,7 @@ import {
   type UsageSpec,
 } from "../clickhouse/index.js";
 import { digestHex } from "./evidence.js";
-import { readChain } from "./rollup-chain.js";
+import { chainOf, type FillUnit } from "./rollup-chain.js";
 import {
   formatInZone,
   maxWindows,
@@ -177,16 +178,22 @@ export async function queryUsage(deps: UsageDeps, req: UsageRequest): Promise<Us
     invalid = await gaugeCells(deps, spec, meter, windows, watermark, cellOf, limit);
   } else {
     const agg = meter.aggregation as SqlAggregation;
-    const rollup = await rollupScopeOf(deps, req, groupBy, windows);
+    const plan = await rollupScopeOf(deps, req, groupBy, windows);
+    const rollup = plan.scope;
     const rows =
       rollup === null
-        ? await withRewrites(deps, spec, "range", (collapse) =>
-            queryRows<Record<string, string>>(
-              deps.clickhouse,
-              usageAggregate(deps.database, spec, agg, limit + 1, collapse),
-            ),
+        ? await withRewrites(
+            deps,
+            spec,
+            "range",
+            (collapse) =>
+              queryRows<Record<string, string>>(
+                deps.clickhouse,
+                usageAggregate(deps.database, spec, agg, limit + 1, collapse),
+              ),
+            plan.recordsBefore,
           )
-        : await rollupRows(deps, spec, rollup, (collapse) =>
+        : await rollupRows(deps, spec, { ...plan, scope: rollup }, (collapse) =>
             usageRollupAggregate(
               deps.database,
               { ...spec, receivedFromMs: rollup.horizonMs },
@@ -266,57 +273,97 @@ async function rollupScopeOf(
   req: UsageRequest,
   groupBy: readonly string[],
   windows: readonly Window[],
-): Promise<RollupScope | null> {
+): Promise<RollupPlan> {
   const { meter } = req;
-  if (deps.rollups === "off" || gaugeAggregations.has(meter.aggregation)) return null;
-  if (req.window === "minute") return null;
-  if (modulo(req.fromMs, rollupBucketMs) !== 0 || modulo(req.toMs, rollupBucketMs) !== 0) return null;
-  if (windows.some((w) => modulo(w.fromMs, rollupBucketMs) !== 0)) return null;
-  const chain = await readChain(deps.clickhouse, deps.database, meter);
-  if (chain === null) return null;
-  let horizonMs = chain.horizonMs;
+  const raw = { scope: null, recordsBefore: undefined };
+  if (deps.rollups === "off" || gaugeAggregations.has(meter.aggregation)) return raw;
+  if (req.window === "minute") return raw;
+  if (modulo(req.fromMs, rollupBucketMs) !== 0 || modulo(req.toMs, rollupBucketMs) !== 0) return raw;
+  if (windows.some((w) => modulo(w.fromMs, rollupBucketMs) !== 0)) return raw;
+  let cap: number | undefined;
   if (req.receivedUpToMs !== undefined) {
     const cut = req.receivedUpToMs + 1;
-    horizonMs = Math.min(horizonMs, cut - modulo(cut, rollupReceiveMs));
+    cap = cut - modulo(cut, rollupReceiveMs);
   }
-  if (horizonMs <= 0) return null;
+  // One round trip: the units (-> the chain), the tail probe at the newest unit's end and the
+  // rewrite records in scope (the read's "before" count, for whichever path it takes).
+  const probeSpec = usageSpec(req, [], { size: "none", tz: "UTC" });
+  const rows = await queryRows<{ k: string; a: string; b: string; c: string }>(
+    deps.clickhouse,
+    rollupReadPlan(deps.database, probeSpec, meter, cap),
+  );
+  const units: FillUnit[] = [];
+  for (const r of rows) if (r.k === "u") units.push({ fromMs: Number(r.a), toMs: Number(r.b), token: r.c });
+  const p = rows.find((r) => r.k === "p");
+  const records = rows.find((r) => r.k === "r");
+  const recordsBefore = records === undefined ? undefined : Number(records.a);
+  const chain = chainOf(units);
+  if (chain === null) return { scope: null, recordsBefore };
+  const horizonMs = cap === undefined ? chain.horizonMs : Math.min(chain.horizonMs, cap);
+  if (horizonMs <= 0) return { scope: null, recordsBefore };
+  const newest = Math.max(...units.map((u) => u.toMs));
+  let probe = p === undefined ? undefined : { n: p.a, lo: p.b, hi: p.c };
+  if (horizonMs !== (cap === undefined ? newest : Math.min(newest, cap))) {
+    // The chain ends before the newest unit (a gap or a racing filler): probe at its own end.
+    [probe] = await queryRows<{ n: string; lo: string; hi: string }>(
+      deps.clickhouse,
+      rollupTailProbe(deps.database, probeSpec, horizonMs),
+    );
+  }
   // Which event times the open tail holds; none (a closed period: the usual read of a past
   // month) = the statement skips the raw events entirely.
-  const probe = rollupTailProbe(
-    deps.database,
-    { ...usageSpec(req, [], { size: "none", tz: "UTC" }) },
-    horizonMs,
-  );
-  const [p] = await queryRows<{ n: string; lo: string; hi: string }>(deps.clickhouse, probe);
-  const tail = p === undefined || p.n === "0" ? null : { fromMs: Number(p.lo), toMs: Number(p.hi) + 1 };
+  const tail =
+    probe === undefined || probe.n === "0" ? null : { fromMs: Number(probe.lo), toMs: Number(probe.hi) + 1 };
+  // The tail's "before" count: the listed record times inside it (all of them listed, or unknown).
+  let tailRecordsBefore: number | undefined;
+  if (tail !== null && records !== undefined && recordsBefore !== undefined) {
+    const times = JSON.parse(records.b) as number[];
+    if (times.length === recordsBefore)
+      tailRecordsBefore = times.filter((t) => t >= tail.fromMs && t < tail.toMs).length;
+  }
   const declared = meter.group_by ?? [];
   return {
-    meter: meter.key,
-    version: meter.version,
-    horizonMs,
-    excludedTokens: chain.excludedTokens,
-    groupColumns: groupBy.map((g) => declared.indexOf(g)),
-    tail,
+    scope: {
+      meter: meter.key,
+      version: meter.version,
+      horizonMs,
+      excludedTokens: chain.excludedTokens,
+      groupColumns: groupBy.map((g) => declared.indexOf(g)),
+      tail,
+    },
+    recordsBefore: tailRecordsBefore,
   };
 }
 
 /**
+ * What {@link rollupScopeOf} found: the rollup part of the read (null = raw path), and the
+ * rewrite records counted in the same round trip, which the read uses as its "before" count:
+ * on the raw path those of the request's scope, on the rollup path those of the open tail's
+ * event times (`scope.tail`). Undefined = not counted (the read counts itself).
+ */
+interface RollupPlan {
+  scope: RollupScope | null;
+  recordsBefore: number | undefined;
+}
+
+/**
  * Runs a rollup read. Without an open tail the statement reads no events, so no rewrite can
- * matter: one statement. With one, the rewrite records are counted over the tail's event
- * times only (rows of an id share their time, so a copy outside them is never read): usually
- * none there, and the tail is a plain scan.
+ * matter: one statement. With one, the rewrite records counted with the plan are the "before"
+ * count, and one count after the read checks that none appeared meanwhile ({@link withRewrites}).
  */
 async function rollupRows(
   deps: UsageDeps,
   spec: UsageSpec,
-  rollup: RollupScope,
+  plan: RollupPlan & { scope: RollupScope },
   statement: (collapse: Collapse) => string,
 ): Promise<Record<string, string>[]> {
   const run = (collapse: Collapse) => queryRows<Record<string, string>>(deps.clickhouse, statement(collapse));
-  const tail = rollup.tail;
+  const tail = plan.scope.tail;
   if (tail === null) return run({ kind: "none" });
+  // Counted over the tail's event times only (rows of an id share their time, so a copy outside
+  // them is never read): usually none there, and the tail is a plain scan.
   const scope = tail === undefined ? spec : { ...spec, fromMs: tail.fromMs, toMs: tail.toMs };
-  return withRewrites(deps, scope, "range", run);
+  return withRewrites(deps, scope, "range", run, plan.recordsBefore);
 }
 
 /**
@@ -331,8 +378,10 @@ async function withRewrites<T>(
   spec: UsageSpec,
   range: "range" | "before",
   run: (collapse: Collapse) => Promise<T>,
+  /** The records already counted in this scope (the plan's count), saving one round trip. */
+  recordsBefore?: number,
 ): Promise<T> {
-  return withRewritesCounted(deps, usageRewriteCount(deps.database, spec, range), run);
+  return withRewritesCounted(deps, usageRewriteCount(deps.database, spec, range), run, recordsBefore);
 }
 
 /** {@link withRewrites} with the count of records in scope given as its SQL. */
@@ -340,9 +389,10 @@ export async function withRewritesCounted<T>(
   deps: UsageDeps,
   countSql: string,
   run: (collapse: Collapse) => Promise<T>,
+  recordsBefore?: number,
 ): Promise<T> {
   const recorded = async () => Number((await queryRows<{ n: string }>(deps.clickhouse, countSql))[0]?.n ?? 0);
-  let before = await recorded();
+  let before = recordsBefore ?? (await recorded());
   for (let attempt = 0; attempt < 5; attempt++) {
     const result = await run({ kind: before === 0 ? "none" : "recorded" });
     const after = await recorded();
@@ -746,12 +796,13 @@ export async function queryTotals(
   for (const [i, { spec, agg }] of specs.entries()) {
     const meter = req.meters[i]!;
     const windows = windowsOf(req.fromMs, req.toMs, undefined, "UTC");
-    const rollup = await rollupScopeOf(deps, { ...req, meter }, [], windows);
+    const plan = await rollupScopeOf(deps, { ...req, meter }, [], windows);
+    const rollup = plan.scope;
     if (rollup === null) {
       raw.push(i);
       continue;
     }
-    const rows = await rollupRows(deps, spec, rollup, (collapse) =>
+    const rows = await rollupRows(deps, spec, { ...plan, scope: rollup }, (collapse) =>
       usageRollupAggregate(
         deps.database,
         { ...spec, receivedFromMs: rollup.horizonMs },
