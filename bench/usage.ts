@@ -768,6 +768,12 @@ GROUP BY customer ORDER BY count() DESC, customer`,
     };
   }
 
+  // A live read: the current period has an open tail (events received after the rollup's
+  // horizon). 1,000 events per measured customer in the month's last two hours, received now,
+  // 2 of the biggest customer's rewritten the way the sink does (record, then copy); timed
+  // round-robin against the raw path, then deleted again (the data dir stays reusable).
+  const live = await liveTail(ch, deps, rawDeps, picked, Math.max(20, Math.floor(a.runs / 4)));
+
   // Anatomy on the server: the biggest customer's queries and two dedup variants.
   let anat: Anatomy[] = [];
   if (a.anatomyRuns > 0) {
@@ -816,6 +822,7 @@ WHERE ${customerMonth(c)} GROUP BY bucket ORDER BY bucket`;
     target_met: Object.fromEntries(tallyOne.map((s) => [s.id, stats(s.ms).p99 <= targetP99Ms])),
     p99_ms: p99,
     rollup_fill_s: rollupFill,
+    live_tail_ms: live,
     all_customers_ms: {
       queryUsage: all.tally_ms,
       queryUsage_rollup_off: all.raw_ms,
@@ -865,6 +872,67 @@ WHERE ${customerMonth(c)} GROUP BY bucket ORDER BY bucket`;
   console.log(JSON.stringify(report));
 }
 
+type LiveTail = Record<"biggest" | "median", { rollup: Stats; raw: Stats; same: boolean }>;
+
+/** See the live-read step in `run`: inserts the tail, times both paths, deletes the tail. */
+async function liveTail(
+  ch: ClickHouseClient,
+  deps: UsageDeps,
+  rawDeps: UsageDeps,
+  picked: Record<"biggest" | "median", { customer: string }>,
+  runs: number,
+): Promise<LiveTail> {
+  const now = Date.now();
+  const start = Date.UTC(2026, 9, 31, 21);
+  for (const who of ["biggest", "median"] as const) {
+    const c = lit(picked[who].customer);
+    await ch.command({
+      query: `INSERT INTO ${events} (customer, type, ts, id, received, source, prop_keys, prop_values)
+SELECT ${c}, 'api_call', toInt64(${start} + number * 7000), concat('live-', ${c}, '-', toString(number)), ${now}, 'bench',
+  ['tokens', 'region', 'user'], [toString(number % 100), concat('r', toString(number % 5)), concat('u', toString(number % 50))]
+FROM numbers(1000)`,
+    });
+  }
+  const copies = `id IN (${lit(`live-${picked.biggest.customer}-5`)}, ${lit(`live-${picked.biggest.customer}-7`)})`;
+  await ch.command({
+    query: `INSERT INTO ${ident(db)}.event_rewrites (customer, type, ts, id, recorded_at) SELECT customer, type, ts, id, now() FROM ${events} WHERE ${copies}`,
+  });
+  await ch.command({ query: `INSERT INTO ${events} SELECT * FROM ${events} WHERE ${copies}` });
+  const out = {} as LiveTail;
+  progress(`live read with an open tail: ${runs} runs each`);
+  for (const who of ["biggest", "median"] as const) {
+    const req = kinds[0]!.request(picked[who].customer);
+    const ms = { rollup: [] as number[], raw: [] as number[] };
+    let same = true;
+    for (let i = 0; i < runs + 3; i++) {
+      let t = performance.now();
+      const a = await queryUsage(deps, req);
+      const ta = performance.now() - t;
+      t = performance.now();
+      const b = await queryUsage(rawDeps, req);
+      const tb = performance.now() - t;
+      same &&= JSON.stringify(a.data) === JSON.stringify(b.data);
+      if (i >= 3) {
+        ms.rollup.push(ta);
+        ms.raw.push(tb);
+      }
+    }
+    out[who] = { rollup: stats(ms.rollup), raw: stats(ms.raw), same };
+  }
+  // Remove the tail again (a mutation; waited for) so a rerun on this data dir starts alike.
+  await ch.command({ query: `ALTER TABLE ${events} DELETE WHERE id LIKE 'live-%'` });
+  await ch.command({ query: `ALTER TABLE ${ident(db)}.event_rewrites DELETE WHERE id LIKE 'live-%'` });
+  for (let i = 0; i < 600; i++) {
+    const [m] = await queryRows<{ n: string }>(
+      ch,
+      `SELECT toString(count()) AS n FROM system.mutations WHERE database = ${lit(db)} AND is_done = 0`,
+    );
+    if (m?.n === "0") break;
+    await sleep(500);
+  }
+  return out;
+}
+
 /** CpuMeter names this process after the ingest bench's load generator; here it is the bench alone. */
 function renameSelf(c: Record<string, number>): Record<string, number> {
   const { "bench+autocannon": self, ...rest } = c;
@@ -882,6 +950,7 @@ function machineInfo(clickhouse: string) {
 
 type Report = {
   dataset: Record<string, number | string | boolean>;
+  live_tail_ms: LiveTail;
   machine: ReturnType<typeof machineInfo>;
   all_customers_ms: {
     queryUsage: (number | null)[];
@@ -950,6 +1019,24 @@ function printReport(
     ]);
   }
   console.log(table(rows));
+
+  console.log(
+    `\nlive read, count per Berlin day, with an open tail of 1,000 events received after the rollup's horizon (ms, p50 / p99)`,
+  );
+  console.log(
+    table([
+      ["customer", "queryUsage", "queryUsage, rollup off", "same answer"],
+      ...(["biggest", "median"] as const).map((w) => {
+        const x = r.live_tail_ms[w];
+        return [
+          w,
+          `${fmt(x.rollup.p50, 1)} / ${fmt(x.rollup.p99, 1)}`,
+          `${fmt(x.raw.p50, 1)} / ${fmt(x.raw.p99, 1)}`,
+          String(x.same),
+        ];
+      }),
+    ]),
+  );
 
   const all = r.all_customers_ms;
   console.log(`\nall customers, month, sum of tokens, no window (ms per run)`);
