@@ -204,3 +204,22 @@ export async function rewriteRecords(ch: ClickHouseClient, db: string, where = "
   );
   return Number(rows[0]!.n);
 }
+
+/** An event row as tests write it straight into `events` (the differential usage tests). */
+export interface RawEventRow {
+  customer: string;
+  type: string;
+  ts: number;
+  id: string;
+  received: number;
+  props: Record<string, string>;
+}
+
+/** Deterministic pseudo-random numbers (a test that fails must fail the same way again). */
+export function rng(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x / 2 ** 31;
+  };
+}

@@ -21,7 +21,7 @@ import {
   type WindowSize,
 } from "../src/usage/index.js";
 import { openChdb, type Chdb } from "./chdb.js";
-import { testConfig } from "./helpers.js";
+import { rng, testConfig, type RawEventRow as Row } from "./helpers.js";
 
 // The rollup must never change an answer: every usage read answered from the rollup (closed
 // receive hours) plus raw events (the open tail) must equal the raw path, for every aggregation
@@ -62,23 +62,6 @@ const meters: Meter[] = [
     group_by: ["tier"],
   }),
 ];
-
-interface Row {
-  customer: string;
-  type: string;
-  ts: number;
-  id: string;
-  received: number;
-  props: Record<string, string>;
-}
-
-function rng(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    return x / 2 ** 31;
-  };
-}
 
 const customers = ["acme", "o'brien\\", "ünï", "zeta"];
 

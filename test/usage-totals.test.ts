@@ -8,7 +8,7 @@ import {
   queryUsage,
   type UsageDeps,
 } from "../src/usage/index.js";
-import { testConfig } from "./helpers.js";
+import { rng, testConfig, type RawEventRow as Row } from "./helpers.js";
 
 // queryTotals answers several meters in one scan for the close; the close's numbers must be the
 // ones the usage API shows. This compares every (meter, customer) of queryTotals with queryUsage
@@ -49,24 +49,6 @@ const meters: Meter[] = [
     filters: [{ property: "status", not_equals: "failed" }],
   }),
 ];
-
-interface Row {
-  customer: string;
-  type: string;
-  ts: number;
-  id: string;
-  received: number;
-  props: Record<string, string>;
-}
-
-/** Deterministic pseudo-random numbers (a test that fails must fail the same way again). */
-function rng(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    return x / 2 ** 31;
-  };
-}
 
 function dataset(): Row[] {
   const r = rng(42);
