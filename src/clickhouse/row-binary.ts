@@ -26,8 +26,26 @@ export class RowBinaryWriter {
 
   /** String: LEB128 byte length, then the UTF-8 bytes (lone surrogates become U+FFFD, as in any UTF-8 encoder). */
   string(s: string): void {
+    const len = s.length;
+    if (len < 128) {
+      // Most values (ids, names, property keys) are short ASCII: copy the code units in JS,
+      // cheaper than a call into the native UTF-8 encoder per value.
+      this.reserve(1 + len);
+      const buf = this.buf;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[this.at + 1 + i] = c;
+      }
+      if (i === len) {
+        buf[this.at] = len;
+        this.at += 1 + len;
+        return;
+      }
+    }
     // Worst case 3 bytes per UTF-16 unit; exact length only when it matters for the buffer.
-    const max = s.length * 3;
+    const max = len * 3;
     if (max < 128) {
       this.reserve(1 + max);
       const n = this.buf.write(s, this.at + 1, "utf8");
@@ -55,7 +73,14 @@ export class RowBinaryWriter {
   int64(n: number): void {
     if (!Number.isFinite(n)) throw new RowEncodingError(`Int64 value ${n} is not finite`);
     this.reserve(8);
-    this.buf.writeBigInt64LE(BigInt.asIntN(64, BigInt(Math.trunc(n))), this.at);
+    const v = Math.trunc(n);
+    if (v >= 0 && v <= Number.MAX_SAFE_INTEGER) {
+      // Two 32-bit halves: no BigInt allocation for the common case (epoch milliseconds).
+      this.buf.writeUInt32LE(v % 0x1_0000_0000, this.at);
+      this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), this.at + 4);
+    } else {
+      this.buf.writeBigInt64LE(BigInt.asIntN(64, BigInt(v)), this.at);
+    }
     this.at += 8;
   }
 
