@@ -65,6 +65,13 @@ describe("RowBinaryWriter (happy)", () => {
     expect(bytes((w) => w.uint16(513))).toEqual([1, 2]);
     expect(bytes((w) => w.date("1970-01-02"))).toEqual([1, 0]);
     expect(bytes((w) => w.date("2026-11-30"))).toEqual([0x33, 0x51]); // day 20,787
+    expect(
+      bytes((w) => {
+        w.date("2026-11-30");
+        w.date("2026-11-30");
+        w.date("1970-01-02");
+      }),
+    ).toEqual([0x33, 0x51, 0x33, 0x51, 1, 0]);
     expect(bytes((w) => w.dateTimeUtc("1970-01-01 00:01:00"))).toEqual([60, 0, 0, 0]);
   });
 

@@ -19,6 +19,8 @@ import type { ClickHouseClient } from "@clickhouse/client";
 export class RowBinaryWriter {
   private buf: Buffer;
   private at = 0;
+  private lastDay = "";
+  private lastDayNumber = 0;
 
   constructor(initialBytes = 64 * 1024) {
     this.buf = Buffer.allocUnsafe(initialBytes);
@@ -102,10 +104,15 @@ export class RowBinaryWriter {
 
   /** Date from `YYYY-MM-DD` (a calendar day, no time zone). */
   date(day: string): void {
-    const ms = Date.parse(`${day}T00:00:00Z`);
-    if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || Number.isNaN(ms))
-      throw new RowEncodingError(`not a date: ${day}`);
-    this.uint16(ms / 86_400_000);
+    // Every row of a batch has the same day: parse it once.
+    if (day !== this.lastDay) {
+      const ms = Date.parse(`${day}T00:00:00Z`);
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || Number.isNaN(ms))
+        throw new RowEncodingError(`not a date: ${day}`);
+      this.lastDay = day;
+      this.lastDayNumber = ms / 86_400_000;
+    }
+    this.uint16(this.lastDayNumber);
   }
 
   /** DateTime from `YYYY-MM-DD hh:mm:ss`, read as UTC. */
