@@ -1,5 +1,6 @@
 import { createClient, type ClickHouseClient } from "@clickhouse/client";
 import type { Config } from "../config/index.js";
+import { RowEncodingError } from "./row-binary.js";
 
 export type { ClickHouseClient };
 
@@ -39,23 +40,27 @@ const permanentCodes = new Set([
   "6", // CANNOT_PARSE_TEXT
   "26", // CANNOT_PARSE_QUOTED_STRING
   "27", // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-  "33", // CANNOT_READ_ALL_DATA
+  "33", // CANNOT_READ_ALL_DATA (also a RowBinary body that ends inside a row)
   "38", // CANNOT_PARSE_DATE
   "53", // TYPE_MISMATCH
   "69", // ARGUMENT_OUT_OF_BOUND
   "70", // CANNOT_CONVERT_TYPE
   "72", // CANNOT_PARSE_NUMBER
   "117", // INCORRECT_DATA
+  "128", // TOO_LARGE_ARRAY_SIZE (RowBinary)
   "131", // TOO_LARGE_STRING_SIZE
 ]);
 
 /**
- * Whether an error from a ClickHouse *insert* is permanent for the rows that caused it (for a
+ * Whether an error from a ClickHouse *insert* is permanent for the rows that caused it, or the
+ * rows could not be encoded (RowEncodingError) (for a
  * query Tally wrote, no error is: see partition-worker). Decided by the
  * server's numeric error code (never by message text); anything else (network, timeouts,
  * TOO_MANY_PARTS, memory limits, server restarts) is retriable.
  */
 export function isPermanentInsertError(err: unknown): boolean {
+  // Rows the client cannot even encode are as bad as rows the server cannot parse.
+  if (err instanceof RowEncodingError) return true;
   const code = clickHouseErrorCode(err);
   return code !== undefined && permanentCodes.has(code);
 }

@@ -5,6 +5,7 @@ export {
   clickHouseErrorCode,
 } from "./client.js";
 export type { ClickHouseClient } from "./client.js";
+export { RowBinaryWriter, RowEncodingError, insertRowBinary } from "./row-binary.js";
 export { migrate, schemaVersion, isSchemaCurrent, queryRows } from "./migrate.js";
 export {
   sql,

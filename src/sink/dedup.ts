@@ -3,7 +3,7 @@ import { fnv1a32 } from "../lib/hash.js";
 
 type BusEvent = tally.v1.IBusEvent;
 
-/** An event row as inserted into `events` (JSONEachRow). */
+/** An event row as inserted into `events` (RowBinary, see insert-coalescer.ts). */
 export interface EventRow {
   customer: string;
   type: string;

@@ -29,6 +29,17 @@ export const sinkMetrics = {
     help: "Ledgered events whose row was missing, written again with a rewrite record (crash between ledger and events insert)",
     registers: [registry],
   }),
+  insertStatements: new Counter({
+    name: "tally_sink_insert_statements_total",
+    help: "Insert statements sent to ClickHouse (ledger, rewrite records, events); shared by the partitions flushing in the same tick",
+    registers: [registry],
+  }),
+  insertGroupWorkers: new Histogram({
+    name: "tally_sink_insert_group_workers",
+    help: "Partition writes whose rows went out in one shared set of insert statements",
+    buckets: [1, 2, 3, 4, 6, 8, 16, 32],
+    registers: [registry],
+  }),
   statementErrors: new Counter({
     name: "tally_sink_statement_errors_total",
     help: "Failed sink statements, retried (stage: lookup|insert; code: ClickHouse error code or none). Any with a code: alert",

@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import { headers as natsHeaders } from "nats";
 import { tally } from "../gen/proto.js";
@@ -13,6 +14,7 @@ import type { Config } from "../config/index.js";
 import type { Semaphore } from "../lib/semaphore.js";
 import type { Logger } from "../observability/index.js";
 import { dedup, fingerprint, uniqueIds, type DedupResult } from "./dedup.js";
+import type { InsertCoalescer, InsertTicket } from "./insert-coalescer.js";
 import { sinkMetrics as m } from "./metrics.js";
 
 /**
@@ -54,9 +56,6 @@ export class PartitionWorker {
   private readonly writing = new Set<Buffered[]>();
   private keepalive: NodeJS.Timeout | null = null;
   private readonly db: string;
-  private readonly table: string;
-  private readonly ledgerTable: string;
-  private readonly rewritesTable: string;
 
   constructor(
     readonly partition: number,
@@ -67,11 +66,10 @@ export class PartitionWorker {
     private readonly inflight: Semaphore,
     private readonly log: Logger,
     private readonly fence: WriteFence,
+    /** Shares the insert statements with the sink's other partitions (see insert-coalescer). */
+    private readonly inserts: InsertCoalescer,
   ) {
     this.db = cfg.clickhouse.database;
-    this.table = sql.eventsTable(this.db);
-    this.ledgerTable = sql.ledgerTable(this.db);
-    this.rewritesTable = sql.rewritesTable(this.db);
   }
 
   /** Consumes until {@link stop}; resolves when the consume loop ended. */
@@ -108,7 +106,7 @@ export class PartitionWorker {
       if (this.rows >= this.cfg.sink.batchRows) {
         await this.flush();
       } else if (this.timer === null) {
-        this.timer = setTimeout(() => void this.flush(), this.cfg.sink.lingerMs);
+        this.timer = setTimeout(() => void this.flush(), untilNextTick(this.cfg.sink.lingerMs));
       }
       if (this.stopped) break;
     }
@@ -176,8 +174,9 @@ export class PartitionWorker {
     if (await this.inflight.acquire()) m.inflightWaits.inc();
     try {
       let attempt = 0;
+      let solo = false;
       for (;;) {
-        const outcome = await this.tryWrite(batch);
+        const outcome = await this.tryWrite(batch, solo);
         switch (outcome) {
           case "ack":
             for (const b of batch) b.msg.ack();
@@ -190,6 +189,12 @@ export class PartitionWorker {
             await sleep(Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2));
             continue;
           case "dead-letter":
+            // A shared statement also carried other partitions' rows: first find out whether
+            // the bad rows are ours at all, with statements of our own.
+            if (!solo) {
+              solo = true;
+              continue;
+            }
             await this.isolate(batch);
             return;
           case "abandon":
@@ -206,9 +211,19 @@ export class PartitionWorker {
    * One attempt at writing a batch. Errors of the lookups (statements Tally wrote, over data
    * already in ClickHouse) are never the events' fault: retried, and alerted on when the server
    * rejected the statement. Only the inserts' data errors can lead to dead letters.
+   * `solo`: the inserts carry only this batch's rows (see InsertCoalescer), for isolation.
    */
-  private async tryWrite(batch: Buffered[]): Promise<Outcome> {
+  private async tryWrite(batch: Buffered[], solo: boolean): Promise<Outcome> {
     if (this.abandoned || !this.fence.mayWrite()) return "abandon";
+    const ticket = this.inserts.open(solo);
+    try {
+      return await this.tryWriteTicket(batch, ticket);
+    } finally {
+      ticket.close();
+    }
+  }
+
+  private async tryWriteTicket(batch: Buffered[], ticket: InsertTicket): Promise<Outcome> {
     let result: DedupResult;
     try {
       result = await this.plan(batch.flatMap((b) => b.events));
@@ -218,23 +233,13 @@ export class PartitionWorker {
       return "retry";
     }
     try {
-      // Ledger first (see dedup()): after a crash at any point the redelivered winning copy
-      // is recognised by its fingerprint and its event row is (re)written.
-      if (result.ledger.length > 0) {
-        if (!this.fence.mayWrite()) return "abandon";
-        await this.ch.insert({ table: this.ledgerTable, values: result.ledger, format: "JSONEachRow" });
-        injectCrash(this.cfg.sink.crashAfterInsert);
-      }
-      // Rewrite records before the rows they announce: a read that sees a second copy of an id
-      // always finds its record and collapses it (see usage SQL in clickhouse/sql.ts).
-      if (result.rewritten.length > 0) {
-        if (!this.fence.mayWrite()) return "abandon";
-        await this.ch.insert({ table: this.rewritesTable, values: result.rewritten, format: "JSONEachRow" });
-      }
-      if (result.rows.length > 0) {
-        if (!this.fence.mayWrite()) return "abandon";
-        await this.ch.insert({ table: this.table, values: result.rows, format: "JSONEachRow" });
-        injectCrash(this.cfg.sink.crashAfterInsert);
+      // Ledger rows first (see dedup()): after a crash at any point the redelivered winning copy
+      // is recognised by its fingerprint and its event row is (re)written. Then rewrite records
+      // before the rows they announce: a read that sees a second copy of an id always finds its
+      // record and collapses it (see usage SQL in clickhouse/sql.ts). The coalescer sends them
+      // in that order and asks the fence before each statement.
+      if (result.ledger.length + result.rewritten.length + result.rows.length > 0) {
+        if ((await ticket.submit(result, this.fence)) === "abandon") return "abandon";
       }
       m.inserted.inc(result.rows.length);
       m.duplicates.inc(result.duplicates);
@@ -315,7 +320,7 @@ export class PartitionWorker {
   private async isolate(batch: Buffered[]): Promise<void> {
     for (const b of batch) {
       for (let attempt = 0; ; attempt++) {
-        const outcome = await this.tryWrite([b]);
+        const outcome = await this.tryWrite([b], true);
         if (outcome === "ack") {
           b.msg.ack();
           break;
@@ -362,13 +367,15 @@ export class PartitionWorker {
 /** Thrown inside a write attempt when the lease no longer allows writing. */
 const fenced = new Error("partition lease ending");
 
-let insertsSoFar = 0;
 /**
- * Fault injection (tests only): die like a killed process after the Nth ClickHouse insert,
- * before the ack. Odd N falls between the ledger insert and its events insert; even N after both.
+ * Milliseconds until a multiple of `lingerMs` on this process's monotonic clock, at least half a
+ * linger away: every partition's linger ends on the same tick, so their flushes' lookups run
+ * together and their rows share the insert statements (InsertCoalescer). A linger is thus
+ * between ½ and 1½ `lingerMs`, `lingerMs` on average as before.
  */
-function injectCrash(after: number): void {
-  if (after > 0 && ++insertsSoFar === after) process.kill(process.pid, "SIGKILL");
+function untilNextTick(lingerMs: number): number {
+  const toTick = lingerMs - (performance.now() % lingerMs);
+  return toTick < lingerMs / 2 ? toTick + lingerMs : toTick;
 }
 
 function sleep(ms: number): Promise<void> {
