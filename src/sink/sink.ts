@@ -6,6 +6,7 @@ import { deferred } from "../lib/deferred.js";
 import { Semaphore } from "../lib/semaphore.js";
 import type { Logger } from "../observability/index.js";
 import { sinkMetrics } from "./metrics.js";
+import { LedgerFilter } from "./ledger-filter.js";
 import { PartitionLeases, type Lease } from "./leases.js";
 import { PartitionWorker } from "./partition-worker.js";
 
@@ -145,6 +146,17 @@ export class Sink {
 
   private startWorker(p: number, lease: Lease): void {
     const { config, js, clickhouse, log } = this.opts;
+    // Built now that the lease is held: this worker is the only writer of p's ids from here on
+    // (see ledger-filter.ts); dropped with the worker.
+    const filter = config.sink.bloom
+      ? new LedgerFilter({
+          ch: clickhouse,
+          db: config.clickhouse.database,
+          partition: p,
+          log: log.child({ partition: p }),
+          settleMs: this.leases?.ttlMs ?? config.sink.leaseTtlMs,
+        }).start()
+      : null;
     const worker = new PartitionWorker(
       p,
       js,
@@ -154,11 +166,15 @@ export class Sink {
       this.inflight,
       log.child({ partition: p }),
       lease,
+      filter,
     );
-    const run = worker.run().catch((err: unknown) => {
-      log.fatal({ err, partition: p }, "partition worker failed");
-      this.ended.reject(err);
-    });
+    const run = worker
+      .run()
+      .catch((err: unknown) => {
+        log.fatal({ err, partition: p }, "partition worker failed");
+        this.ended.reject(err);
+      })
+      .finally(() => filter?.stop());
     this.workers.set(p, { worker, run, lease });
     log.info({ partition: p }, "partition leased; worker started");
   }
@@ -193,6 +209,7 @@ export class Sink {
     w.lease.lose();
     this.leases?.forget(w.lease);
     w.worker.abandon();
+    w.worker.filter?.stop();
     sinkMetrics.leaseLosses.inc({ reason });
     sinkMetrics.leases.set(this.workers.size);
     this.opts.log.error(
