@@ -4,6 +4,9 @@ import type { Logger } from "../observability/index.js";
 import { BloomFilter, idHashes, type IdHashes } from "./bloom.js";
 import { sinkMetrics as m } from "./metrics.js";
 
+/** Most journal entries of one build (two per id: 16M ids, 128 MiB); see LedgerFilter.giveUp(). */
+const maxJournaled = 2 * 16 * 1024 * 1024;
+
 /** Options of {@link LedgerFilter}. */
 export interface LedgerFilterOptions {
   ch: ClickHouseClient;
@@ -55,6 +58,8 @@ export class LedgerFilter {
   private journaled = 0;
   private building = false;
   private stopped = false;
+  /** Set when a build's journal outgrew {@link maxJournaled}: no more builds (see add()). */
+  private gaveUp = false;
   private timer: NodeJS.Timeout | null = null;
   private abort = new AbortController();
   private readonly scratch: IdHashes = { h1: 0, h2: 0 };
@@ -103,10 +108,14 @@ export class LedgerFilter {
   add(ids: Iterable<string>): void {
     if (this.stopped) return;
     const cur = this.current;
-    if (cur !== null && !this.building && cur.added > cur.capacity) this.rebuild();
+    if (cur !== null && !this.building && !this.gaveUp && cur.added > cur.capacity) this.rebuild();
     for (const id of ids) {
       cur?.add(id);
       if (this.journal !== null) {
+        if (this.journaled >= maxJournaled) {
+          this.giveUp();
+          continue;
+        }
         const h = idHashes(id, this.scratch);
         if (this.journaled + 2 > this.journal.length) {
           const bigger = new Uint32Array(this.journal.length * 2);
@@ -117,6 +126,23 @@ export class LedgerFilter {
         this.journal[this.journaled++] = h.h2;
       }
     }
+  }
+
+  /**
+   * A build that keeps failing while ids are written would journal without bound. Past
+   * {@link maxJournaled} ids the build is abandoned: a filter in use keeps answering (it gets
+   * every add, only its false positives grow), and without one every id is looked up.
+   */
+  private giveUp(): void {
+    this.gaveUp = true;
+    this.building = false;
+    this.journal = null;
+    this.journaled = 0;
+    this.abort.abort();
+    this.opts.log.error(
+      { partition: this.opts.partition, ready: this.ready },
+      "dedup filter build abandoned (journal full); no more builds for this lease",
+    );
   }
 
   private rebuild(): void {
@@ -131,7 +157,7 @@ export class LedgerFilter {
   private async build(): Promise<void> {
     this.timer = null;
     const { log, partition } = this.opts;
-    for (let attempt = 0; !this.stopped; attempt++) {
+    for (let attempt = 0; !this.stopped && !this.gaveUp; attempt++) {
       try {
         const t0 = performance.now();
         const f = await buildFromLedger(this.opts.ch, this.opts.db, partition, {
@@ -140,7 +166,7 @@ export class LedgerFilter {
           bitsPerId: this.bitsPerId,
           signal: this.abort.signal,
         });
-        if (this.stopped || this.journal === null) return;
+        if (this.stopped || this.gaveUp || this.journal === null) return;
         const read = f.added;
         f.replay(this.journal, this.journaled);
         this.current = f;
@@ -156,7 +182,7 @@ export class LedgerFilter {
         );
         return;
       } catch (err: unknown) {
-        if (this.stopped) return;
+        if (this.stopped || this.gaveUp) return;
         log.warn(
           { err, partition, attempt },
           "dedup filter build failed; lookups go to ClickHouse; retrying",
