@@ -215,10 +215,10 @@ export async function buildFromLedger(
   );
   const n = Number(row?.n ?? 0);
   const f = new JournaledBloom(Math.max(o.minCapacity, Math.ceil(n * o.growth)), o.bitsPerId);
-  // NOTE: no `abort_signal`: @clickhouse/client 1.23 keeps its abort listener after the response
-  // ended, and aborting then destroyed another statement's request on the reused socket (seen
-  // in test/sink-sustained.test.ts). A cancelled build stops reading instead, which destroys
-  // its own response stream only.
+  // NOTE: no `abort_signal`: @clickhouse/client 1.23 leaves its listener on the signal after the
+  // response ended (it removes it from the request instead), so stopping a filter whose build
+  // had finished logged "The user aborted a request" errors for a finished statement. A
+  // cancelled build stops reading instead, which destroys only its own response stream.
   const rs = await ch.exec({
     query: `SELECT id FROM ${ident(db)}.event_ids WHERE bus_partition = ${lit(partition)} FORMAT RowBinary`,
   });
