@@ -136,6 +136,16 @@ it("a filter holds ids added while it is built, even those the ledger read did n
     );
     expect(ledgered.length).toBeGreaterThan(0);
     for (const { id } of ledgered) expect(filter.mayContain(id)).toBe(true);
+
+    // Past its capacity the filter is rebuilt from the ledger; ids added meanwhile are kept.
+    const first = filter.filter!;
+    const over = Array.from({ length: first.capacity + 1 }, (_, i) => `over-${i}`);
+    filter.add(over);
+    const racingRebuild = Array.from({ length: 500 }, (_, i) => `racing-rebuild-${i}`);
+    filter.add(racingRebuild); // triggers the rebuild, journaled
+    await eventually(() => Promise.resolve(filter.filter !== first), 30_000, "filter rebuilt");
+    for (const id of racingRebuild) expect(filter.mayContain(id)).toBe(true);
+    for (const { id } of ledgered) expect(filter.mayContain(id)).toBe(true);
   } finally {
     filter.stop();
   }
