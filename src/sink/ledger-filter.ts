@@ -83,6 +83,7 @@ export class LedgerFilter {
   stop(): void {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
+    m.filterBytes.remove({ partition: String(this.opts.partition) });
     this.current = null;
     this.journal = null;
   }
@@ -182,7 +183,7 @@ export class LedgerFilter {
         if (this.stopped || this.gaveUp) return;
         log.warn(
           { err, partition, attempt },
-          "dedup filter build failed; lookups go to ClickHouse; retrying",
+          "dedup filter build failed (the ClickHouse lookup or the old filter answers meanwhile); retrying",
         );
         await new Promise((r) => setTimeout(r, Math.min(60_000, 1000 * 2 ** Math.min(attempt, 6))));
       }
