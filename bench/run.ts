@@ -7,6 +7,8 @@
 const benches = {
   close:
     "the billing close of N subscriptions x 5 metered prices over >= 100M events (tally close --once), then again with a SIGKILL midway",
+  ledger:
+    "the sink's dedup-ledger lookup over a 40-day ledger of >= 100M ids, with and without the per-partition Bloom filter; filter build time and memory",
   journal:
     "journal posting of N finalized invoices (one postJournals round), an idle round, listing the month, the revenue report",
   ingest:

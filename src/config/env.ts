@@ -83,6 +83,11 @@ export const envSchema = z.object({
    * the first sink creates the lease bucket with it, and every sink then uses the bucket's value.
    */
   TALLY_SINK_LEASE_TTL_MS: int(15_000, 1000).pipe(z.number().max(300_000)),
+  /**
+   * A Bloom filter per leased partition in front of the dedup-ledger lookup: ids it rules out
+   * (new ids, the common case) skip ClickHouse. `off`: every id is looked up (sink/README.md).
+   */
+  TALLY_SINK_BLOOM: z.enum(["on", "off"]).default("on"),
   TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
@@ -337,6 +342,8 @@ export interface Config {
     maxInflight: number;
     ackWaitMs: number;
     leaseTtlMs: number;
+    /** See TALLY_SINK_BLOOM. */
+    bloom: boolean;
     metricsPort: number;
     metricsHost: string;
     /** See TALLY_FAULT_CRASH_AFTER_INSERT. */
@@ -495,6 +502,7 @@ export function toConfig(e: Env): Config {
       maxInflight: e.TALLY_SINK_MAX_INFLIGHT,
       ackWaitMs: e.TALLY_SINK_ACK_WAIT_MS,
       leaseTtlMs: e.TALLY_SINK_LEASE_TTL_MS,
+      bloom: e.TALLY_SINK_BLOOM === "on",
       metricsPort: e.TALLY_SINK_METRICS_PORT,
       metricsHost: e.TALLY_SINK_METRICS_HOST,
       crashAfterInsert: e.TALLY_FAULT_CRASH_AFTER_INSERT,

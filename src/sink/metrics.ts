@@ -79,4 +79,26 @@ export const sinkMetrics = {
     labelNames: ["partition"] as const,
     registers: [registry],
   }),
+  filterSkipped: new Counter({
+    name: "tally_sink_filter_skipped_ids_total",
+    help: "Ids the dedup Bloom filter ruled out (not looked up in the ledger)",
+    registers: [registry],
+  }),
+  filterAsked: new Counter({
+    name: "tally_sink_ledger_looked_up_ids_total",
+    help: "Ids looked up in the ClickHouse dedup ledger (filter off, still building, or possibly seen)",
+    registers: [registry],
+  }),
+  filterBuildSeconds: new Histogram({
+    name: "tally_sink_filter_build_seconds",
+    help: "Time to build a partition's dedup Bloom filter from the ledger",
+    buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+    registers: [registry],
+  }),
+  filterBytes: new Gauge({
+    name: "tally_sink_filter_bytes",
+    help: "Memory of each leased partition's dedup Bloom filter",
+    labelNames: ["partition"] as const,
+    registers: [registry],
+  }),
 };

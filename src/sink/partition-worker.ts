@@ -15,6 +15,7 @@ import type { Semaphore } from "../lib/semaphore.js";
 import type { Logger } from "../observability/index.js";
 import { dedup, fingerprint, uniqueIds, type DedupResult } from "./dedup.js";
 import type { InsertCoalescer, InsertTicket } from "./insert-coalescer.js";
+import { lookupLedger, type LedgerFilter } from "./ledger-filter.js";
 import { sinkMetrics as m } from "./metrics.js";
 
 /**
@@ -68,6 +69,8 @@ export class PartitionWorker {
     private readonly fence: WriteFence,
     /** Shares the insert statements with the sink's other partitions (see insert-coalescer). */
     private readonly inserts: InsertCoalescer,
+    /** The partition's Bloom filter in front of the ledger lookup; null when TALLY_SINK_BLOOM=off. */
+    readonly filter: LedgerFilter | null = null,
   ) {
     this.db = cfg.clickhouse.database;
   }
@@ -262,19 +265,9 @@ export class PartitionWorker {
    * between the ledger and events inserts) is written again, with a rewrite record.
    */
   private async plan(events: tally.v1.IBusEvent[]): Promise<DedupResult> {
-    const known = new Map<string, { fp: string; customer: string; type: string; ts: number }>();
-    for (const q of sql.ledgerLookups(this.db, uniqueIds(events))) {
+    const known = await lookupLedger(this.ch, this.db, uniqueIds(events), this.filter, () => {
       if (!this.fence.mayWrite()) throw fenced;
-      const found = await queryRows<{
-        id: string;
-        fp: string;
-        customer: string;
-        type: string;
-        ts_ms: string;
-      }>(this.ch, q);
-      for (const r of found)
-        known.set(r.id, { fp: r.fp, customer: r.customer, type: r.type, ts: Number(r.ts_ms) });
-    }
+    });
     const sameCopy = new Map<string, { customer: string; type: string; ts: number; id: string }>();
     if (known.size > 0) {
       for (const e of events) {
@@ -289,13 +282,17 @@ export class PartitionWorker {
       if (!this.fence.mayWrite()) throw fenced;
       for (const r of await queryRows<{ id: string }>(this.ch, q)) written.add(r.id);
     }
-    return dedup(
+    const result = dedup(
       events,
       new Map([...known].map(([id, k]) => [id, k.fp])),
       this.partition,
       Date.now(),
       written,
     );
+    // Into the filter BEFORE the ledger insert is sent: an insert whose outcome is unknown may
+    // still land, and the filter must never answer "new" for an id that is in the ledger.
+    this.filter?.add(result.ledger.map((r) => r.id));
+    return result;
   }
 
   /**

@@ -7,6 +7,7 @@ import { Semaphore } from "../lib/semaphore.js";
 import type { Logger } from "../observability/index.js";
 import { sinkMetrics } from "./metrics.js";
 import { InsertCoalescer } from "./insert-coalescer.js";
+import { LedgerFilter } from "./ledger-filter.js";
 import { PartitionLeases, type Lease } from "./leases.js";
 import { PartitionWorker } from "./partition-worker.js";
 
@@ -155,6 +156,17 @@ export class Sink {
 
   private startWorker(p: number, lease: Lease): void {
     const { config, js, clickhouse, log } = this.opts;
+    // Built now that the lease is held: this worker is the only writer of p's ids from here on
+    // (see ledger-filter.ts); dropped with the worker.
+    const filter = config.sink.bloom
+      ? new LedgerFilter({
+          ch: clickhouse,
+          db: config.clickhouse.database,
+          partition: p,
+          log: log.child({ partition: p }),
+          settleMs: this.leases?.ttlMs ?? config.sink.leaseTtlMs,
+        }).start()
+      : null;
     const worker = new PartitionWorker(
       p,
       js,
@@ -165,11 +177,15 @@ export class Sink {
       log.child({ partition: p }),
       lease,
       this.inserts,
+      filter,
     );
-    const run = worker.run().catch((err: unknown) => {
-      log.fatal({ err, partition: p }, "partition worker failed");
-      this.ended.reject(err);
-    });
+    const run = worker
+      .run()
+      .catch((err: unknown) => {
+        log.fatal({ err, partition: p }, "partition worker failed");
+        this.ended.reject(err);
+      })
+      .finally(() => filter?.stop());
     this.workers.set(p, { worker, run, lease });
     log.info({ partition: p }, "partition leased; worker started");
   }
@@ -204,6 +220,7 @@ export class Sink {
     w.lease.lose();
     this.leases?.forget(w.lease);
     w.worker.abandon();
+    w.worker.filter?.stop();
     sinkMetrics.leaseLosses.inc({ reason });
     sinkMetrics.leases.set(this.workers.size);
     this.opts.log.error(
