@@ -33,7 +33,8 @@
  * BENCH_EDGE_NODE_OPTIONS is passed to the edge as NODE_OPTIONS (V8 heap flags and RSS).
  *
  * --profile runs the edge and the sink with `node --cpu-prof` and prints their top self-time
- * functions and areas (profiling slows them down: use it to find limits, not for the numbers).
+ * functions and areas, over the whole run and over the single-event and the batch phase alone
+ * (profiling slows them down: use it to find limits, not for the numbers).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -47,7 +48,7 @@ import { fileURLToPath } from "node:url";
 import { loadConfig } from "../src/config/index.js";
 import { freePort, startClickHouse, startNats, type ServerProcess } from "../src/dev/servers.js";
 import { Cleanup, runToEnd, spawnChild, type Child } from "./lib/children.js";
-import { summarizeProfile, type ProfileSummary } from "./lib/cpuprofile.js";
+import { monotonicUs, summarizeProfile, type ProfileSummary, type ProfileWindow } from "./lib/cpuprofile.js";
 import { diagnoseSink, type SinkDiagnosis } from "./lib/diagnose.js";
 import { chQuery, CountSampler, MarkerProbe, waitCountable, type MarkerStats } from "./lib/e2e.js";
 import { Bodies, load, stopAllLoad, type LoadResult } from "./lib/load.js";
@@ -306,7 +307,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   const metricsBeforeSingle = await scrapeAll(stack);
   let rss = new RssSampler(stack.edge.pid).start();
   cpu.begin();
+  const singleFromUs = monotonicUs();
   const single = await load(loadOpts("tally single", stack.edgeUrl, 1, a.singleS, bodies));
+  const singleWindow: ProfileWindow = { fromUs: singleFromUs, toUs: monotonicUs() };
   cpuByPhase["tally single"] = cpu.end();
   const rssSingle = rss.stop();
   const pipelineSingle = pipelineStats(metricsBeforeSingle, await scrapeAll(stack));
@@ -344,7 +347,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   markers.start(50, 100);
   rss = new RssSampler(stack.edge.pid).start();
   cpu.begin();
+  const batchFromUs = monotonicUs();
   const batch = await load(loadOpts("tally batch", stack.edgeUrl, a.batchSize, a.batchS, bodies));
+  const batchWindow: ProfileWindow = { fromUs: batchFromUs, toUs: monotonicUs() };
   cpuByPhase["tally batch (+sink)"] = cpu.end();
   const rssBatch = rss.stop();
   const edgeMemory = await edgeMemoryMiB(stack);
@@ -432,7 +437,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   // --- Stop edge and sink now (their profiles are written on exit) -------------------------------
   progress("stopping edge and sink");
   await Promise.all([stack.edge.stop(20_000), stack.sink.stop(20_000)]);
-  const profiles = stack.profileDir ? readProfiles(stack) : null;
+  const profiles = stack.profileDir
+    ? readProfiles(stack, { "single phase": singleWindow, "batch phase": batchWindow })
+    : null;
 
   const report = {
     bench: "ingest",
@@ -757,7 +764,14 @@ function diffEvents(before: Metrics, after: Metrics): Record<string, number> {
 
 // --- Profiles -----------------------------------------------------------------------------------
 
-function readProfiles(stack: Stack): Record<string, ProfileSummary & { file: string }> {
+/**
+ * The whole run's profile of the edge and the sink, then each one's profile of every phase in
+ * `phases` (keyed `edge, single phase`...): the phases load the edge differently.
+ */
+function readProfiles(
+  stack: Stack,
+  phases: Record<string, ProfileWindow>,
+): Record<string, ProfileSummary & { file: string }> {
   const out: Record<string, ProfileSummary & { file: string }> = {};
   const keepDir = join(os.tmpdir(), `tally-bench-profiles-${Date.now()}`);
   for (const role of ["edge", "sink"]) {
@@ -771,6 +785,9 @@ function readProfiles(stack: Stack): Record<string, ProfileSummary & { file: str
     const file = join(keepDir, role, files[0]!);
     cpSync(join(dir, files[0]!), file);
     out[role] = { ...summarizeProfile(file, 20), file };
+    for (const [phase, w] of Object.entries(phases)) {
+      out[`${role}, ${phase}`] = { ...summarizeProfile(file, 20, w), file };
+    }
   }
   return out;
 }
