@@ -2,7 +2,8 @@
  * Ingest benchmark: the whole pipeline on this machine, in one run.
  *
  *   npm run bench -- ingest [--connections 50] [--single 10] [--batch 15] [--batch-size 100]
- *                           [--warmup 3] [--paced 8] [--catchup 90] [--profile] [--no-baseline] [--keep]
+ *                           [--warmup 3] [--paced 8] [--catchup 90] [--edge-workers 1] [--profile]
+ *                           [--no-baseline] [--keep]
  *
  * 1. Starts nats-server and clickhouse-server in a temp data dir, runs `tally migrate`, then the
  *    edge and the sink as separate child processes (`node dist/src/cli/main.js edge|sink`),
@@ -30,6 +31,9 @@
  * If the sink stops making progress, the ingest numbers are still measured and the end-to-end
  * ones are reported as failed, with what NATS sees of the sink (consumer state, pull requests).
  *
+ * --edge-workers N runs the edge as `tally edge --workers N` (N processes on one port, node:cluster);
+ * the edge's CPU and memory columns are then the sum over its processes.
+ *
  * BENCH_EDGE_NODE_OPTIONS is passed to the edge as NODE_OPTIONS (V8 heap flags and RSS).
  *
  * --profile runs the edge and the sink with `node --cpu-prof` and prints their top self-time
@@ -52,7 +56,7 @@ import { monotonicUs, summarizeProfile, type ProfileSummary, type ProfileWindow 
 import { diagnoseSink, type SinkDiagnosis } from "./lib/diagnose.js";
 import { chQuery, CountSampler, MarkerProbe, waitCountable, type MarkerStats } from "./lib/e2e.js";
 import { Bodies, load, stopAllLoad, type LoadResult } from "./lib/load.js";
-import { CpuMeter, machineCoresBusy, memoryMiB, round, RssSampler } from "./lib/proc.js";
+import { CpuMeter, machineCoresBusy, memoryMiB, processTree, round, RssSampler } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table } from "./lib/report.js";
 
 const progress = progressLog("ingest");
@@ -97,6 +101,7 @@ interface Args {
   pacedS: number;
   catchupS: number;
   maxS: number;
+  edgeWorkers: number;
   profile: boolean;
   baseline: boolean;
   keep: boolean;
@@ -112,6 +117,7 @@ function parseArgs(args: readonly string[]): Args {
     "--paced",
     "--catchup",
     "--max-seconds",
+    "--edge-workers",
     "--profile",
     "--no-baseline",
     "--keep",
@@ -137,6 +143,7 @@ function parseArgs(args: readonly string[]): Args {
     pacedS: num("paced", 8, 0),
     catchupS: num("catchup", 90, 5),
     maxS: num("max-seconds", 420, 60),
+    edgeWorkers: num("edge-workers", 1, 1),
     profile: args.includes("--profile"),
     baseline: !args.includes("--no-baseline"),
     keep: args.includes("--keep"),
@@ -483,6 +490,7 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     edge_rss_peak_batch_mb: round(rssBatch, 1),
     edge_memory_at_batch_end_mb: edgeMemory,
     edge_node_options: process.env.BENCH_EDGE_NODE_OPTIONS ?? "",
+    edge_workers: a.edgeWorkers,
     accepted_events: accepted,
     clickhouse_rows: rows,
     clickhouse_unique_ids: unique,
@@ -560,7 +568,8 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
   };
 
   const httpPort = await freePort();
-  const edge = spawnChild("tally edge", process.execPath, [...nodeArgs("edge"), cli, "edge"], {
+  const edgeArgs = [...nodeArgs("edge"), cli, "edge", "--workers", String(a.edgeWorkers)];
+  const edge = spawnChild("tally edge", process.execPath, edgeArgs, {
     env: {
       ...env,
       TALLY_HTTP_HOST: "127.0.0.1",
@@ -585,6 +594,16 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
     waitHttp(`${edgeUrl}/healthz`, edge, 30_000),
     waitHttp(`${sinkMetricsUrl}/healthz`, sink, 30_000),
   ]);
+  // /healthz answers once the first worker listens; the others are forked after it. Wait for
+  // every worker process, then for it to start (the edge logs at warn: no "listening" line),
+  // so the measured phases' connections are spread over all of them.
+  if (a.edgeWorkers > 1) {
+    for (let t = 0; processTree(edge.pid).length < a.edgeWorkers + 1; t++) {
+      if (t > 300 || !edge.running()) throw new Error(`edge workers did not start:\n${edge.output()}`);
+      await sleep(100);
+    }
+    await sleep(3000);
+  }
   return { nats, ch, edge, sink, edgeUrl, sinkMetricsUrl, env, profileDir };
 }
 
@@ -833,7 +852,7 @@ function printReport(
       `${String(m.memory_gib)} GiB, node ${String(m.node)}, nats-server ${String(m.nats_server)}, ` +
       `clickhouse ${String(m.clickhouse_server)}, autocannon ${String(m.autocannon)}`,
   );
-  console.log(`settings: ${JSON.stringify(r.settings)}`);
+  console.log(`settings: ${JSON.stringify(r.settings)}, edge workers: ${String(r.edge_workers)}`);
   console.log("");
   const loadRows = [
     [
