@@ -568,7 +568,9 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
   };
 
   const httpPort = await freePort();
-  const edgeArgs = [...nodeArgs("edge"), cli, "edge", "--workers", String(a.edgeWorkers)];
+  // No --workers flag for one worker: the bench then also drives builds from before the flag.
+  const workersArg = a.edgeWorkers > 1 ? ["--workers", String(a.edgeWorkers)] : [];
+  const edgeArgs = [...nodeArgs("edge"), cli, "edge", ...workersArg];
   const edge = spawnChild("tally edge", process.execPath, edgeArgs, {
     env: {
       ...env,

@@ -9,6 +9,8 @@ export type BodyFormat = "json" | "ndjson" | "protobuf";
 
 /** Maps a Content-Type header to a body format, or throws 415. */
 export function bodyFormat(contentType: string | undefined): BodyFormat {
+  // The header as nearly every client sends it, without the split/trim/lowercase copies.
+  if (contentType === undefined || contentType === "application/json") return "json";
   const mime = (contentType ?? "application/json").split(";")[0]!.trim().toLowerCase();
   switch (mime) {
     case "application/json":
