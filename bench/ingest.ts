@@ -32,7 +32,8 @@
  * ones are reported as failed, with what NATS sees of the sink (consumer state, pull requests).
  *
  * --edge-workers N runs the edge as `tally edge --workers N` (N processes on one port, node:cluster);
- * the edge's CPU and memory columns are then the sum over its processes.
+ * the edge's CPU and memory columns are then the sum over its processes (use --profile with one
+ * worker: the profile read is one process's).
  *
  * BENCH_EDGE_NODE_OPTIONS is passed to the edge as NODE_OPTIONS (V8 heap flags and RSS).
  *
