@@ -2,7 +2,8 @@
  * Ingest benchmark: the whole pipeline on this machine, in one run.
  *
  *   npm run bench -- ingest [--connections 50] [--single 10] [--batch 15] [--batch-size 100]
- *                           [--warmup 3] [--paced 8] [--catchup 90] [--profile] [--no-baseline] [--keep]
+ *                           [--warmup 3] [--paced 8] [--catchup 90] [--edge-workers 1] [--profile]
+ *                           [--no-baseline] [--keep]
  *
  * 1. Starts nats-server and clickhouse-server in a temp data dir, runs `tally migrate`, then the
  *    edge and the sink as separate child processes (`node dist/src/cli/main.js edge|sink`),
@@ -30,10 +31,15 @@
  * If the sink stops making progress, the ingest numbers are still measured and the end-to-end
  * ones are reported as failed, with what NATS sees of the sink (consumer state, pull requests).
  *
+ * --edge-workers N runs the edge as `tally edge --workers N` (N processes on one port, node:cluster);
+ * the edge's CPU and memory columns are then the sum over its processes (use --profile with one
+ * worker: the profile read is one process's).
+ *
  * BENCH_EDGE_NODE_OPTIONS is passed to the edge as NODE_OPTIONS (V8 heap flags and RSS).
  *
  * --profile runs the edge and the sink with `node --cpu-prof` and prints their top self-time
- * functions and areas (profiling slows them down: use it to find limits, not for the numbers).
+ * functions and areas, over the whole run and over the single-event and the batch phase alone
+ * (profiling slows them down: use it to find limits, not for the numbers).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -47,11 +53,11 @@ import { fileURLToPath } from "node:url";
 import { loadConfig } from "../src/config/index.js";
 import { freePort, startClickHouse, startNats, type ServerProcess } from "../src/dev/servers.js";
 import { Cleanup, runToEnd, spawnChild, type Child } from "./lib/children.js";
-import { summarizeProfile, type ProfileSummary } from "./lib/cpuprofile.js";
+import { monotonicUs, summarizeProfile, type ProfileSummary, type ProfileWindow } from "./lib/cpuprofile.js";
 import { diagnoseSink, type SinkDiagnosis } from "./lib/diagnose.js";
 import { chQuery, CountSampler, MarkerProbe, waitCountable, type MarkerStats } from "./lib/e2e.js";
 import { Bodies, load, stopAllLoad, type LoadResult } from "./lib/load.js";
-import { CpuMeter, machineCoresBusy, memoryMiB, round, RssSampler } from "./lib/proc.js";
+import { CpuMeter, machineCoresBusy, memoryMiB, processTree, round, RssSampler } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table } from "./lib/report.js";
 
 const progress = progressLog("ingest");
@@ -96,6 +102,7 @@ interface Args {
   pacedS: number;
   catchupS: number;
   maxS: number;
+  edgeWorkers: number;
   profile: boolean;
   baseline: boolean;
   keep: boolean;
@@ -111,6 +118,7 @@ function parseArgs(args: readonly string[]): Args {
     "--paced",
     "--catchup",
     "--max-seconds",
+    "--edge-workers",
     "--profile",
     "--no-baseline",
     "--keep",
@@ -136,6 +144,7 @@ function parseArgs(args: readonly string[]): Args {
     pacedS: num("paced", 8, 0),
     catchupS: num("catchup", 90, 5),
     maxS: num("max-seconds", 420, 60),
+    edgeWorkers: num("edge-workers", 1, 1),
     profile: args.includes("--profile"),
     baseline: !args.includes("--no-baseline"),
     keep: args.includes("--keep"),
@@ -306,7 +315,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   const metricsBeforeSingle = await scrapeAll(stack);
   let rss = new RssSampler(stack.edge.pid).start();
   cpu.begin();
+  const singleFromUs = monotonicUs();
   const single = await load(loadOpts("tally single", stack.edgeUrl, 1, a.singleS, bodies));
+  const singleWindow: ProfileWindow = { fromUs: singleFromUs, toUs: monotonicUs() };
   cpuByPhase["tally single"] = cpu.end();
   const rssSingle = rss.stop();
   const pipelineSingle = pipelineStats(metricsBeforeSingle, await scrapeAll(stack));
@@ -344,7 +355,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   markers.start(50, 100);
   rss = new RssSampler(stack.edge.pid).start();
   cpu.begin();
+  const batchFromUs = monotonicUs();
   const batch = await load(loadOpts("tally batch", stack.edgeUrl, a.batchSize, a.batchS, bodies));
+  const batchWindow: ProfileWindow = { fromUs: batchFromUs, toUs: monotonicUs() };
   cpuByPhase["tally batch (+sink)"] = cpu.end();
   const rssBatch = rss.stop();
   const edgeMemory = await edgeMemoryMiB(stack);
@@ -432,7 +445,9 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   // --- Stop edge and sink now (their profiles are written on exit) -------------------------------
   progress("stopping edge and sink");
   await Promise.all([stack.edge.stop(20_000), stack.sink.stop(20_000)]);
-  const profiles = stack.profileDir ? readProfiles(stack) : null;
+  const profiles = stack.profileDir
+    ? readProfiles(stack, { "single phase": singleWindow, "batch phase": batchWindow })
+    : null;
 
   const report = {
     bench: "ingest",
@@ -476,6 +491,7 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     edge_rss_peak_batch_mb: round(rssBatch, 1),
     edge_memory_at_batch_end_mb: edgeMemory,
     edge_node_options: process.env.BENCH_EDGE_NODE_OPTIONS ?? "",
+    edge_workers: a.edgeWorkers,
     accepted_events: accepted,
     clickhouse_rows: rows,
     clickhouse_unique_ids: unique,
@@ -553,7 +569,10 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
   };
 
   const httpPort = await freePort();
-  const edge = spawnChild("tally edge", process.execPath, [...nodeArgs("edge"), cli, "edge"], {
+  // No --workers flag for one worker: the bench then also drives builds from before the flag.
+  const workersArg = a.edgeWorkers > 1 ? ["--workers", String(a.edgeWorkers)] : [];
+  const edgeArgs = [...nodeArgs("edge"), cli, "edge", ...workersArg];
+  const edge = spawnChild("tally edge", process.execPath, edgeArgs, {
     env: {
       ...env,
       TALLY_HTTP_HOST: "127.0.0.1",
@@ -578,6 +597,16 @@ async function startStack(a: Args, tmp: string, key: string, cleanup: Cleanup): 
     waitHttp(`${edgeUrl}/healthz`, edge, 30_000),
     waitHttp(`${sinkMetricsUrl}/healthz`, sink, 30_000),
   ]);
+  // /healthz answers once the first worker listens; the others are forked after it. Wait for
+  // every worker process, then for it to start (the edge logs at warn: no "listening" line),
+  // so the measured phases' connections are spread over all of them.
+  if (a.edgeWorkers > 1) {
+    for (let t = 0; processTree(edge.pid).length < a.edgeWorkers + 1; t++) {
+      if (t > 300 || !edge.running()) throw new Error(`edge workers did not start:\n${edge.output()}`);
+      await sleep(100);
+    }
+    await sleep(3000);
+  }
   return { nats, ch, edge, sink, edgeUrl, sinkMetricsUrl, env, profileDir };
 }
 
@@ -757,7 +786,14 @@ function diffEvents(before: Metrics, after: Metrics): Record<string, number> {
 
 // --- Profiles -----------------------------------------------------------------------------------
 
-function readProfiles(stack: Stack): Record<string, ProfileSummary & { file: string }> {
+/**
+ * The whole run's profile of the edge and the sink, then each one's profile of every phase in
+ * `phases` (keyed `edge, single phase`...): the phases load the edge differently.
+ */
+function readProfiles(
+  stack: Stack,
+  phases: Record<string, ProfileWindow>,
+): Record<string, ProfileSummary & { file: string }> {
   const out: Record<string, ProfileSummary & { file: string }> = {};
   const keepDir = join(os.tmpdir(), `tally-bench-profiles-${Date.now()}`);
   for (const role of ["edge", "sink"]) {
@@ -771,6 +807,9 @@ function readProfiles(stack: Stack): Record<string, ProfileSummary & { file: str
     const file = join(keepDir, role, files[0]!);
     cpSync(join(dir, files[0]!), file);
     out[role] = { ...summarizeProfile(file, 20), file };
+    for (const [phase, w] of Object.entries(phases)) {
+      out[`${role}, ${phase}`] = { ...summarizeProfile(file, 20, w), file };
+    }
   }
   return out;
 }
@@ -816,7 +855,7 @@ function printReport(
       `${String(m.memory_gib)} GiB, node ${String(m.node)}, nats-server ${String(m.nats_server)}, ` +
       `clickhouse ${String(m.clickhouse_server)}, autocannon ${String(m.autocannon)}`,
   );
-  console.log(`settings: ${JSON.stringify(r.settings)}`);
+  console.log(`settings: ${JSON.stringify(r.settings)}, edge workers: ${String(r.edge_workers)}`);
   console.log("");
   const loadRows = [
     [

@@ -58,14 +58,32 @@ function shortUrl(url: string): string {
   return url.replace(/^node:internal\//, "node:");
 }
 
-export function summarizeProfile(path: string, top = 25): ProfileSummary {
+/**
+ * A span of the profiled process's run, in microseconds of CLOCK_MONOTONIC: the clock of V8's
+ * profile timestamps and of `process.hrtime` in any process on the same machine, so a bench can
+ * mark its phases and read the profile of one phase.
+ */
+export interface ProfileWindow {
+  fromUs: number;
+  toUs: number;
+}
+
+/** `process.hrtime` in microseconds, comparable with a `.cpuprofile`'s timestamps. */
+export function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+export function summarizeProfile(path: string, top = 25, window?: ProfileWindow): ProfileSummary {
   const p = JSON.parse(readFileSync(path, "utf8")) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   const samples = p.samples ?? [];
   const deltas = p.timeDeltas ?? [];
-  // A sample's time is the delta to the next sample.
+  // A sample's time is the delta to the next sample; timeDeltas[i] leads up to sample i.
+  let t = p.startTime;
   for (let i = 0; i < samples.length; i++) {
+    t += deltas[i] ?? 0;
+    if (window !== undefined && (t < window.fromUs || t >= window.toUs)) continue;
     const next = deltas[i + 1] ?? 0;
     selfUs.set(samples[i]!, (selfUs.get(samples[i]!) ?? 0) + next);
   }

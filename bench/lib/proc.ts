@@ -3,7 +3,7 @@
  * ingest bench can say where the machine's cores went in each phase.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** Clock ticks per second of /proc/<pid>/stat times (almost always 100). */
 const clockTicks = (() => {
@@ -14,8 +14,50 @@ const clockTicks = (() => {
   }
 })();
 
-/** VmRSS and VmHWM (peak RSS) of a process in MiB, or null once it is gone. */
+/**
+ * `pid` and its child processes (an edge with `--workers N` is a primary and N workers), found
+ * by their parent pid in /proc.
+ */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const child = Number(e);
+    if (!Number.isInteger(child) || child === pid) continue;
+    try {
+      const stat = readFileSync(`/proc/${child}/stat`, "utf8");
+      // Fields after "(comm)": state is index 0, ppid 1.
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(child);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * VmRSS and VmHWM (peak RSS) of a process and its children, summed, in MiB (the sum of the
+ * peaks is an upper bound of the peak of the sum), or null once it is gone.
+ */
 export function memoryMiB(pid: number): { rss: number; hwm: number } | null {
+  const own = memoryOf(pid);
+  if (own === null) return null;
+  for (const child of processTree(pid).slice(1)) {
+    const m = memoryOf(child);
+    if (m !== null) {
+      own.rss += m.rss;
+      own.hwm += m.hwm;
+    }
+  }
+  return own;
+}
+
+function memoryOf(pid: number): { rss: number; hwm: number } | null {
   let status: string;
   try {
     status = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -26,8 +68,16 @@ export function memoryMiB(pid: number): { rss: number; hwm: number } | null {
   return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 };
 }
 
-/** User + system CPU seconds a process used so far (its own threads), or null once it is gone. */
+/** User + system CPU seconds a process and its children used so far, or null once it is gone. */
 export function cpuSeconds(pid: number): number | null {
+  const own = cpuOf(pid);
+  if (own === null) return null;
+  let sum = own;
+  for (const child of processTree(pid).slice(1)) sum += cpuOf(child) ?? 0;
+  return sum;
+}
+
+function cpuOf(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Fields after "(comm)": state is index 0, utime 11, stime 12.
@@ -48,7 +98,11 @@ export class RssSampler {
     private readonly intervalMs = 100,
   ) {}
 
+  /** The process and its children, listed once (a scan of /proc every 100 ms would cost CPU). */
+  private pids: number[] = [];
+
   start(): this {
+    this.pids = processTree(this.pid);
     this.sample();
     this.timer = setInterval(() => this.sample(), this.intervalMs);
     return this;
@@ -62,8 +116,9 @@ export class RssSampler {
   }
 
   private sample(): void {
-    const m = memoryMiB(this.pid);
-    if (m !== null && m.rss > this.peakMiB) this.peakMiB = m.rss;
+    let rss = 0;
+    for (const pid of this.pids) rss += memoryOf(pid)?.rss ?? 0;
+    if (rss > this.peakMiB) this.peakMiB = rss;
   }
 }
 

@@ -28,6 +28,8 @@ export const envSchema = z.object({
   TALLY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
   TALLY_HTTP_HOST: z.string().default("0.0.0.0"),
   TALLY_HTTP_PORT: int(8787, 0).pipe(z.number().max(65535)),
+  /** Edge processes sharing the port (node:cluster); `tally edge --workers` overrides it. */
+  TALLY_EDGE_WORKERS: int(1, 1).pipe(z.number().max(64)),
   TALLY_DATA_DIR: z.string().default(".tally"),
   TALLY_DEV_KEY: z
     .string()
@@ -303,7 +305,7 @@ export type Env = z.infer<typeof envSchema>;
 /** Parsed configuration, grouped by concern. */
 export interface Config {
   logLevel: Env["TALLY_LOG_LEVEL"];
-  http: { host: string; port: number };
+  http: { host: string; port: number; workers: number };
   dataDir: string;
   devKey: string;
   devMode: boolean;
@@ -450,7 +452,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
 export function toConfig(e: Env): Config {
   return {
     logLevel: e.TALLY_LOG_LEVEL,
-    http: { host: e.TALLY_HTTP_HOST, port: e.TALLY_HTTP_PORT },
+    http: { host: e.TALLY_HTTP_HOST, port: e.TALLY_HTTP_PORT, workers: e.TALLY_EDGE_WORKERS },
     dataDir: e.TALLY_DATA_DIR,
     devKey: e.TALLY_DEV_KEY,
     devMode: e.TALLY_DEV_MODE,

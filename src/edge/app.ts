@@ -46,6 +46,8 @@ export interface EdgeDeps {
   /** Outbound webhooks (endpoints, delivery log, outbox); unset: the routes do not exist. */
   webhooks?: EdgeWebhooks;
   now?: () => number;
+  /** The `/metrics` text; default this process's registry (cluster workers: every worker's sum). */
+  metrics?: () => Promise<string>;
 }
 
 /** The HTTP API. Pure wiring: routes live in `routes/` (and the usage and portal files); no listening here. */
@@ -65,9 +67,8 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     const ok = Object.values(checks).every(Boolean);
     return c.json({ status: ok ? "ready" : "not_ready", checks }, ok ? 200 : 503);
   });
-  app.get("/metrics", async (c) =>
-    c.text(await registry.metrics(), 200, { "content-type": registry.contentType }),
-  );
+  const metrics = deps.metrics ?? (() => registry.metrics());
+  app.get("/metrics", async (c) => c.text(await metrics(), 200, { "content-type": registry.contentType }));
 
   mountIngestRoutes(app, deps);
   mountEventRoutes(app, deps);

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { tally } from "../gen/proto.js";
 import { ApiError } from "../lib/errors.js";
-import { decodeEvents } from "./decode.js";
+import { decodeEvents, hasLongNumberRun } from "./decode.js";
 import { validateEvents } from "./validate.js";
 
 const now = Date.parse("2026-11-25T12:00:00Z");
@@ -228,5 +228,29 @@ describe("decodeEvents protobuf property keys", () => {
     expect(
       validateEvents(decodeEvents(benign, "protobuf"), { nowMs: Date.now(), backfillDays: 35 }).errors,
     ).toEqual([]);
+  });
+});
+
+describe("hasLongNumberRun", () => {
+  it("answers exactly as /[0-9.]{16,}/ for any text", () => {
+    const regex = /[0-9.]{16,}/;
+    // Mostly digits and dots, so runs of every length around 16 and at every offset occur.
+    const text = fc.oneof(
+      fc.string({ unit: fc.constantFrom("1", "9", ".", "0", "a", '"', ",", "-", "e"), maxLength: 120 }),
+      fc.string({ unit: fc.constantFrom("5", ".", "x"), maxLength: 80 }),
+      fc.string({ maxLength: 60 }),
+    );
+    fc.assert(
+      fc.property(text, (t) => {
+        expect(hasLongNumberRun(t)).toBe(regex.test(t));
+      }),
+      { numRuns: 20_000 },
+    );
+    for (let len = 0; len < 40; len++) {
+      for (let at = 0; at < 40; at++) {
+        const t = `${"x".repeat(at)}${"7".repeat(len)}x`;
+        expect(hasLongNumberRun(t)).toBe(regex.test(t));
+      }
+    }
   });
 });

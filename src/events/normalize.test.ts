@@ -139,6 +139,62 @@ describe("properties", () => {
       ),
     );
   });
+  it("parseRfc3339 reads every timestamp as the regex and Date.parse did (fast path included)", () => {
+    // The parser before its fast path, kept as the reference.
+    const reference = (t: string): number | null => {
+      const m =
+        /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/.exec(t);
+      if (m === null) return null;
+      const [, y, mo, d, h, mi, se] = m;
+      const month = Number(mo);
+      const day = Number(d);
+      if (
+        month < 1 ||
+        month > 12 ||
+        day < 1 ||
+        day > 31 ||
+        Number(h) > 23 ||
+        Number(mi) > 59 ||
+        Number(se) > 60
+      )
+        return null;
+      const ms = Date.parse(t.replace(" ", "T"));
+      if (Number.isNaN(ms)) return null;
+      if (new Date(Date.UTC(Number(y), month - 1, day)).getUTCDate() !== day) return null;
+      return ms;
+    };
+    const num = (n: number, w: number) => String(n).padStart(w, "0");
+    const stamp = fc
+      .record({
+        y: fc.oneof(fc.integer({ min: 0, max: 9999 }), fc.constantFrom(1900, 2000, 2024, 2026, 2100)),
+        mo: fc.integer({ min: 0, max: 13 }),
+        d: fc.integer({ min: 0, max: 32 }),
+        h: fc.integer({ min: 0, max: 25 }),
+        mi: fc.integer({ min: 0, max: 60 }),
+        se: fc.integer({ min: 0, max: 61 }),
+        frac: fc.constantFrom("", ".", ".1", ".12", ".123", ".1234", ".x1", ".123456789", "1"),
+        sep: fc.constantFrom("T", "t", " ", "_"),
+        zone: fc.constantFrom("Z", "z", "+01:00", "-05:30", "", "ZZ"),
+      })
+      .map(
+        (r) =>
+          `${num(r.y, 4)}-${num(r.mo, 2)}-${num(r.d, 2)}${r.sep}${num(r.h, 2)}:${num(r.mi, 2)}:${num(r.se, 2)}${r.frac}${r.zone}`,
+      );
+    fc.assert(
+      fc.property(fc.oneof(stamp, fc.string({ maxLength: 26 })), (t) => {
+        expect(parseRfc3339(t)).toBe(reference(t));
+      }),
+      { numRuns: 5_000 },
+    );
+    for (const t of [
+      "2024-02-29T00:00:00Z",
+      "2023-02-29T00:00:00Z",
+      "2100-02-29T10:00:00.5Z",
+      "0099-01-01T00:00:00Z",
+    ]) {
+      expect(parseRfc3339(t)).toBe(reference(t));
+    }
+  });
   it("a million 0.1 quantities sum to exactly 100000", () => {
     const v = exactNumber(0.1)!;
     let sum = new Big(0);

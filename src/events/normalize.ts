@@ -22,8 +22,66 @@ export interface NormalizeContext {
 
 const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
+/** Value of the ASCII digits `s[from, from + n)`, or -1 when one is not a digit. */
+function digits(s: string, from: number, n: number): number {
+  let v = 0;
+  for (let i = from; i < from + n; i++) {
+    const c = s.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    v = v * 10 + c;
+  }
+  return v;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/**
+ * The form nearly every client sends, `2026-11-25T10:00:00Z` or with `.1` to `.123` (what
+ * `toISOString` writes), read without a regex or `Date.parse` (they were 8 % of the edge's
+ * CPU under batch load). Returns undefined for anything else, which {@link parseRfc3339}
+ * then reads the general way; the instant is the one `Date.parse` gives for the same text.
+ */
+function parseCommonUtc(s: string): number | null | undefined {
+  const len = s.length;
+  if (len !== 20 && (len < 22 || len > 24)) return undefined;
+  if (
+    s.charCodeAt(4) !== 45 || // -
+    s.charCodeAt(7) !== 45 ||
+    s.charCodeAt(10) !== 84 || // T
+    s.charCodeAt(13) !== 58 || // :
+    s.charCodeAt(16) !== 58 ||
+    s.charCodeAt(len - 1) !== 90 // Z
+  ) {
+    return undefined;
+  }
+  const y = digits(s, 0, 4);
+  // Date.UTC maps years 0-99 to 1900-1999; leave those (and seconds = 60) to Date.parse.
+  if (y < 100) return undefined;
+  const mo = digits(s, 5, 2);
+  const d = digits(s, 8, 2);
+  const h = digits(s, 11, 2);
+  const mi = digits(s, 14, 2);
+  const se = digits(s, 17, 2);
+  if (mo < 0 || d < 0 || h < 0 || mi < 0 || se < 0 || se === 60) return undefined;
+  let ms = 0;
+  if (len > 20) {
+    if (s.charCodeAt(19) !== 46) return undefined; // .
+    const n = len - 21;
+    ms = digits(s, 20, n);
+    if (ms < 0) return undefined;
+    ms *= n === 1 ? 100 : n === 2 ? 10 : 1;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth(y, mo) || h > 23 || mi > 59 || se > 59) return null;
+  return Date.UTC(y, mo - 1, d, h, mi, se, ms);
+}
+
 /** Parses strict RFC 3339 (`2026-11-25T10:00:00.123Z`, offsets allowed) to epoch ms, or null. */
 export function parseRfc3339(s: string): number | null {
+  const common = parseCommonUtc(s);
+  if (common !== undefined) return common;
   const m = rfc3339.exec(s);
   if (m === null) return null;
   const [, y, mo, d, h, mi, se] = m;
@@ -155,13 +213,13 @@ function flatten(
     if (!Object.hasOwn(obj, k)) continue;
     const v = obj[k];
     const key = prefix === "" ? k : `${prefix.slice(1)}.${k}`;
-    const field = `properties.${key}`;
+    // The field name (`properties.a.b`) is built only for an error: most events have none.
     if (k.length === 0) {
-      fail(errors, index, field, "invalid_key", "property keys must not be empty");
+      fail(errors, index, `properties.${key}`, "invalid_key", "property keys must not be empty");
       continue;
     }
     if (!isWellFormed(k)) {
-      fail(errors, index, field, "invalid_unicode", `property key ${invalidUnicode}`);
+      fail(errors, index, `properties.${key}`, "invalid_unicode", `property key ${invalidUnicode}`);
       continue;
     }
     if (k === "__proto__") {
@@ -169,14 +227,14 @@ function flatten(
       // through (spreads, `obj[k] = v`, vendor payloads, the debugger) would treat it as the
       // prototype and drop it, so it cannot round-trip: refuse it rather than lose it later.
       // `constructor` and `prototype` are ordinary own keys and are kept.
-      fail(errors, index, field, "reserved_key", "__proto__ cannot be used as a property key");
+      fail(errors, index, `properties.${key}`, "reserved_key", "__proto__ cannot be used as a property key");
       continue;
     }
     if (key.length > L.propertyKeyMaxLength) {
       fail(
         errors,
         index,
-        field,
+        `properties.${key}`,
         "too_long",
         `property keys must be at most ${L.propertyKeyMaxLength} characters`,
       );
@@ -187,7 +245,7 @@ function flatten(
     switch (typeof v) {
       case "string":
         if (!isWellFormed(v)) {
-          fail(errors, index, field, "invalid_unicode", `${field} ${invalidUnicode}`);
+          fail(errors, index, `properties.${key}`, "invalid_unicode", `properties.${key} ${invalidUnicode}`);
           continue;
         }
         text = v;
@@ -198,9 +256,9 @@ function flatten(
           fail(
             errors,
             index,
-            field,
+            `properties.${key}`,
             "imprecise_number",
-            `${field} has more than ${L.maxNumberDigits} significant digits or is not finite; send it as a decimal string`,
+            `properties.${key} has more than ${L.maxNumberDigits} significant digits or is not finite; send it as a decimal string`,
           );
           continue;
         }
@@ -214,25 +272,25 @@ function flatten(
           fail(
             errors,
             index,
-            field,
+            `properties.${key}`,
             "invalid_type",
-            `${field} is an array; property values are strings, numbers, booleans or objects`,
+            `properties.${key} is an array; property values are strings, numbers, booleans or objects`,
           );
           continue;
         }
         flatten(errors, index, v as Record<string, unknown>, `${prefix}.${k}`, depth + 1, out);
         continue;
       default:
-        fail(errors, index, field, "invalid_type", `${field} has an unsupported type`);
+        fail(errors, index, `properties.${key}`, "invalid_type", `properties.${key} has an unsupported type`);
         continue;
     }
     if (text.length > L.propertyValueMaxLength) {
       fail(
         errors,
         index,
-        field,
+        `properties.${key}`,
         "too_long",
-        `${field} must be at most ${L.propertyValueMaxLength} characters`,
+        `properties.${key} must be at most ${L.propertyValueMaxLength} characters`,
       );
       continue;
     }

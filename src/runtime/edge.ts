@@ -19,6 +19,7 @@ import { createEdgeApp } from "../edge/app.js";
 import type { Logger } from "../observability/index.js";
 import { openWebhooks, type Webhooks } from "../webhooks/index.js";
 import { connectNats, warnIfNotHostCrashSafe } from "./connect.js";
+import { metricsText } from "./edge-cluster.js";
 
 /** A running edge process. */
 export interface RunningEdge {
@@ -123,6 +124,7 @@ export async function startEdge(config: Config, log: Logger, listen = true): Pro
     invoices,
     ready,
     webhooks: { ...webhooks, js },
+    metrics: metricsText,
   });
   let server: ServerType | null = null;
   let port = config.http.port;

@@ -1,9 +1,11 @@
+import cluster from "node:cluster";
 import type { Command } from "commander";
 import { createClickHouse, migrate } from "../../clickhouse/index.js";
 import { ensureStreams, PartitionCountMismatch } from "../../bus/index.js";
 import { createLogger, type Logger } from "../../observability/index.js";
 import { connectNats } from "../../runtime/connect.js";
 import { startEdge } from "../../runtime/edge.js";
+import { joinEdgeCluster, startEdgePrimary, WorkerStartError } from "../../runtime/edge-cluster.js";
 import { startSink } from "../../runtime/sink.js";
 import { configOrExit } from "../config.js";
 
@@ -60,12 +62,34 @@ export function registerServeCommands(program: Command): void {
   program
     .command("edge")
     .description("HTTP ingest and read APIs (stateless; run several behind a load balancer)")
+    .option(
+      "--workers <n>",
+      "edge processes sharing the port (node:cluster), e.g. one per core (default: TALLY_EDGE_WORKERS, 1)",
+    )
     .addHelpText("after", envHelp)
-    .action(async () => {
+    .action(async (opts: { workers?: string }) => {
       const config = configOrExit();
       const log = createLogger("edge", config.logLevel);
+      let workers = config.http.workers;
+      if (opts.workers !== undefined) {
+        workers = Number(opts.workers);
+        if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+          process.stderr.write("--workers must be an integer in [1, 64]\n");
+          process.exit(2);
+        }
+      }
+      if (workers > 1 && cluster.isPrimary) {
+        const primary = await startEdgePrimary(config, log, workers).catch((err: unknown) => {
+          if (!(err instanceof WorkerStartError)) throw err;
+          process.stderr.write(`${err.message}\n`);
+          process.exit(err.exitCode);
+        });
+        onShutdown(log, () => primary.stop());
+        return;
+      }
+      if (cluster.isWorker) joinEdgeCluster();
       const edge = await startOrExit(() => startEdge(config, log));
-      log.info({ port: edge.port, host: config.http.host }, "edge listening");
+      log.info({ port: edge.port, host: config.http.host, pid: process.pid }, "edge listening");
       onShutdown(log, () => edge.stop());
     });
 
