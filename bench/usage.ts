@@ -652,9 +652,15 @@ GROUP BY customer ORDER BY count() DESC, customer`,
   const rollupFill: Record<string, number> = {};
   for (const m of new Set([...kinds.map((k) => k.request("x").meter), allRequest.meter])) {
     const t = performance.now();
-    const out = await fillRollup(deps, m, { settleMs: 0 });
+    let units = 0;
+    for (;;) {
+      const out = await fillRollup(deps, m, { settleMs: 0 });
+      if (out.kind !== "filled") break;
+      units++;
+      if (!out.more) break;
+    }
     rollupFill[m.key] = round((performance.now() - t) / 1000, 1);
-    progress(`rollup of ${m.key} v${m.version}: ${out.kind} in ${rollupFill[m.key]} s`);
+    progress(`rollup of ${m.key} v${m.version}: ${units} units filled in ${rollupFill[m.key]} s`);
   }
   const rawDeps: UsageDeps = { ...deps, rollups: "off" };
 

@@ -404,4 +404,39 @@ describe("usage rollup", () => {
       expect(await queryUsage(e.deps, req)).toEqual(raw);
     }
   }, 60_000);
+
+  it("builds a history in bounded units (a unit per few receive hours), every step equal to the raw path", async () => {
+    // A new version of the sum meter, filled 500 rows per unit: many units, each recorded, the
+    // chain growing unit by unit; reads in between take the newest units' end as the horizon.
+    const v3 = { ...meters[1]!, version: 3 };
+    const req: UsageRequest = {
+      meter: v3,
+      fromMs: Date.UTC(2026, 9, 1),
+      toMs: Date.UTC(2026, 10, 3),
+      window: "day",
+      tz: "Asia/Kathmandu",
+      groupBy: ["region"],
+    };
+    for (const e of engines) {
+      const raw = await queryUsage(e.raw, req);
+      let units = 0;
+      for (;;) {
+        const out = await fillRollup(e.deps, v3, { watermarkMs: T2, settleMs, maxUnitEvents: 500 });
+        if (out.kind !== "filled") break;
+        units++;
+        expect((await readChain(e.deps.clickhouse, db, v3))?.horizonMs).toBe(out.toMs);
+        if (units % 3 === 1)
+          expect(await queryUsage(e.deps, req), `${e.name} after unit ${units}`).toEqual(raw);
+        if (!out.more) {
+          expect(out.toMs).toBe(T2);
+          break;
+        }
+      }
+      expect(units).toBeGreaterThan(5);
+      expect(await queryUsage(e.deps, req)).toEqual(raw);
+      expect(await queryTotals(e.deps, { meters: [v3], fromMs: req.fromMs, toMs: req.toMs })).toEqual(
+        await queryTotals(e.raw, { meters: [v3], fromMs: req.fromMs, toMs: req.toMs }),
+      );
+    }
+  }, 120_000);
 });

@@ -27,6 +27,7 @@ export {
   rollupFills,
   rollupTailProbe,
   rollupReadPlan,
+  rollupReceiveHistogram,
   rollupRecordFill,
   rollupBucketMs,
   rollupReceiveMs,

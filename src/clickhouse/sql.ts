@@ -836,6 +836,17 @@ SELECT ${lit(meter.key)}, ${lit(meter.version)}, ${lit(token)}, rb, u_c, ${g.joi
 FROM (${rollupPartials(db, s, c, collapse)})`;
 }
 
+/**
+ * How many rows of an event type were received in each hour of `[fromMs, toMs)`: rows `h` (the
+ * hour's start, ms) and `n`, as text, in order. Sizes a fill unit (copies counted too: an upper
+ * bound). Reads the `received` column of the type's events.
+ */
+export function rollupReceiveHistogram(db: string, eventType: string, fromMs: number, toMs: number): string {
+  return `SELECT toString(intDiv(received, ${rollupReceiveMs}) * ${rollupReceiveMs}) AS h, toString(count()) AS n
+FROM ${ident(db)}.events WHERE type = ${lit(eventType)} AND received >= ${lit(fromMs)} AND received < ${lit(toMs)}
+GROUP BY h ORDER BY h`;
+}
+
 /** Records a fill unit once its rows are written: from now on readers count them. */
 export function rollupRecordFill(
   db: string,

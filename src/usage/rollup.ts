@@ -3,6 +3,7 @@ import { gaugeAggregations, type Meter } from "../catalog/index.js";
 import {
   queryRows,
   rollupFill,
+  rollupReceiveHistogram,
   rollupReceiveMs,
   rollupRecordFill,
   usageRewriteCount,
@@ -21,12 +22,22 @@ import { usageSpec, type UsageDeps } from "./query.js";
  */
 export const defaultRollupSettleMs = 300_000;
 
+/**
+ * Most rows one fill unit reads (by receive hour; an hour with more is a unit of its own). Keeps
+ * every fill statement's memory and time bounded, whatever the history a new meter version
+ * builds: at 100 M events one unit for the whole month needed more than ClickHouse's 8 GiB
+ * per-query limit (measured, bench/RESULTS-usage.md), and would outlast the client's timeout.
+ * @default 2_000_000
+ */
+export const defaultRollupMaxUnitEvents = 2_000_000;
+
 /** Every event time: a fill unit takes what was received in its hours, whenever it happened. */
 const allTime = { fromMs: -8.64e15, toMs: 8.64e15 };
 
 /** What one {@link fillRollup} call did. */
 export type FillOutcome =
-  | { kind: "filled"; fromMs: number; toMs: number; token: string }
+  /** `more`: closed hours are left after this unit (call again). */
+  | { kind: "filled"; fromMs: number; toMs: number; token: string; more: boolean }
   | { kind: "up-to-date"; horizonMs: number }
   | { kind: "skipped"; reason: "gauge" }
   /** A rewrite was recorded while the fill ran: its rows are left unrecorded (never read). */
@@ -37,14 +48,17 @@ export interface FillOptions {
   watermarkMs?: number | undefined;
   /** @default defaultRollupSettleMs */
   settleMs?: number | undefined;
+  /** @default defaultRollupMaxUnitEvents */
+  maxUnitEvents?: number | undefined;
   /** Test hook: runs after the rows are written and before the fill is recorded. */
   beforeRecord?: (() => Promise<void>) | undefined;
 }
 
 /**
- * Extends one meter version's rollup to the newest closed receive hour: writes the partial
- * aggregates of every event received in `[horizon, closed)` in ONE statement under a fresh
- * token, then records the unit in `rollup_fills`. Exactly once without transactions:
+ * Extends one meter version's rollup by one unit toward the newest closed receive hour: writes
+ * the partial aggregates of every event received in `[horizon, end)` in ONE statement under a
+ * fresh token, then records the unit in `rollup_fills`. `end` is `closed`, or an earlier hour
+ * so that the unit reads at most `maxUnitEvents` rows (`more` then says to call again). Exactly once without transactions:
  * - rows count only once their unit is recorded, and the record is written after the INSERT
  *   returned, so a crash mid-fill leaves rows nobody reads, and the next fill (new token)
  *   starts again from the recorded horizon;
@@ -54,7 +68,9 @@ export interface FillOptions {
  * - `closed` = the watermark minus the settle margin, rounded down to the hour: every event
  *   received before it is in ClickHouse, so no later event lands in a filled hour (late events
  *   for old event times land in the receive hour they arrive in, which is filled later).
- * A first fill (no unit yet, or a new meter version) builds the whole history in one unit.
+ * A first fill (no unit yet, or a new meter version) starts at receive time 0; the history is
+ * built in as many bounded units as it takes (reads take the raw path until the first unit is
+ * recorded, and then read the rest of the history from the open tail until it is filled).
  */
 export async function fillRollup(
   deps: UsageDeps,
@@ -68,10 +84,25 @@ export async function fillRollup(
   const chain = await readChain(deps.clickhouse, deps.database, meter);
   const fromMs = chain?.horizonMs ?? 0;
   if (closed <= fromMs) return { kind: "up-to-date", horizonMs: fromMs };
+  // The unit: whole receive hours from the horizon, as many as fit in maxUnitEvents (at least one).
+  const maxEvents = opts.maxUnitEvents ?? defaultRollupMaxUnitEvents;
+  const hours = await queryRows<{ h: string; n: string }>(
+    deps.clickhouse,
+    rollupReceiveHistogram(deps.database, meter.event_type, fromMs, closed),
+  );
+  let toMs = closed;
+  let events = 0;
+  for (const { h, n } of hours) {
+    if (events > 0 && events + Number(n) > maxEvents) {
+      toMs = Number(h);
+      break;
+    }
+    events += Number(n);
+  }
   const spec = {
     ...usageSpec({ meter, ...allTime }, meter.group_by ?? [], { size: "none", tz: "UTC" }),
     receivedFromMs: fromMs,
-    receivedUpToMs: closed - 1,
+    receivedUpToMs: toMs - 1,
   };
   const token = randomUUID();
   const countSql = usageRewriteCount(deps.database, spec, "range");
@@ -89,8 +120,8 @@ export async function fillRollup(
   });
   if ((await recorded()) !== before) return { kind: "retry" };
   await opts.beforeRecord?.();
-  await deps.clickhouse.command({ query: rollupRecordFill(deps.database, meter, fromMs, closed, token) });
-  return { kind: "filled", fromMs, toMs: closed, token };
+  await deps.clickhouse.command({ query: rollupRecordFill(deps.database, meter, fromMs, toMs, token) });
+  return { kind: "filled", fromMs, toMs, token, more: toMs < closed };
 }
 
 /**
@@ -121,12 +152,16 @@ export class RollupFiller {
       // filler costs work, never a double count).
       if (!this.when()) return;
       try {
-        const out = await fillRollup(this.deps, meter, { settleMs: this.settleMs });
-        if (out.kind === "filled") {
+        // Unit after unit (each bounded) until the newest closed hour; the lease is checked
+        // between units.
+        for (;;) {
+          const out = await fillRollup(this.deps, meter, { settleMs: this.settleMs });
+          if (out.kind !== "filled") break;
           this.log.info(
             { meter: meter.key, version: meter.version, from: out.fromMs, to: out.toMs },
             "usage rollup filled",
           );
+          if (!out.more || !this.when()) break;
         }
       } catch (err: unknown) {
         this.log.warn({ err, meter: meter.key, version: meter.version }, "usage rollup fill failed");
