@@ -838,12 +838,11 @@ FROM (${rollupPartials(db, s, c, collapse)})`;
 
 /**
  * How many rows of an event type were received in each hour of `[fromMs, toMs)`: rows `h` (the
- * hour's start, ms), `n`, and the first and last event time `lo`/`hi`, as text, in order. Sizes a fill unit (copies counted too: an upper
+ * hour's start, ms) and `n`, as text, in order. Sizes a fill unit (copies counted too: an upper
  * bound). Reads the `received` column of the type's events.
  */
 export function rollupReceiveHistogram(db: string, eventType: string, fromMs: number, toMs: number): string {
-  return `SELECT toString(intDiv(received, ${rollupReceiveMs}) * ${rollupReceiveMs}) AS h, toString(count()) AS n,
-  toString(min(ts)) AS lo, toString(max(ts)) AS hi
+  return `SELECT toString(intDiv(received, ${rollupReceiveMs}) * ${rollupReceiveMs}) AS h, toString(count()) AS n
 FROM ${ident(db)}.events WHERE type = ${lit(eventType)} AND received >= ${lit(fromMs)} AND received < ${lit(toMs)}
 GROUP BY h ORDER BY h`;
 }

@@ -86,28 +86,21 @@ export async function fillRollup(
   if (closed <= fromMs) return { kind: "up-to-date", horizonMs: fromMs };
   // The unit: whole receive hours from the horizon, as many as fit in maxUnitEvents (at least one).
   const maxEvents = opts.maxUnitEvents ?? defaultRollupMaxUnitEvents;
-  const hours = await queryRows<{ h: string; n: string; lo: string; hi: string }>(
+  const hours = await queryRows<{ h: string; n: string }>(
     deps.clickhouse,
     rollupReceiveHistogram(deps.database, meter.event_type, fromMs, closed),
   );
   let toMs = closed;
   let events = 0;
-  // The unit's event times: the fill reads only them, through the sort key (events received in
-  // a few hours usually happened in a few hours; a backfill widens it, never past the truth).
-  let times = { fromMs: Infinity, toMs: -Infinity };
-  for (const { h, n, lo, hi } of hours) {
+  for (const { h, n } of hours) {
     if (events > 0 && events + Number(n) > maxEvents) {
       toMs = Number(h);
       break;
     }
     events += Number(n);
-    times = { fromMs: Math.min(times.fromMs, Number(lo)), toMs: Math.max(times.toMs, Number(hi) + 1) };
   }
-  // Every row received in the unit was counted above (its hours are closed: all written); an id's
-  // later copy has the same time. No row at all: an empty unit that only moves the horizon.
-  if (events === 0) times = allTime;
   const spec = {
-    ...usageSpec({ meter, ...times }, meter.group_by ?? [], { size: "none", tz: "UTC" }),
+    ...usageSpec({ meter, ...allTime }, meter.group_by ?? [], { size: "none", tz: "UTC" }),
     receivedFromMs: fromMs,
     receivedUpToMs: toMs - 1,
   };
