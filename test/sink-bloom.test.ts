@@ -30,7 +30,7 @@ const sinks: RunningSink[] = [];
 beforeAll(async () => {
   // The filter is built a lease TTL after the lease is taken: 8 s leaves the "still building"
   // phase long enough to be tested on purpose.
-  config = testConfig({ TALLY_PARTITIONS: "4", TALLY_SINK_LEASE_TTL_MS: "8000" });
+  config = testConfig({ TALLY_PARTITIONS: "4", TALLY_SINK_LEASE_TTL_MS: "8000", TALLY_SINK_BLOOM: "on" });
   ({ edge, ch } = await startTestEdge(config));
 });
 afterAll(async () => {

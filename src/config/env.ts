@@ -89,7 +89,7 @@ export const envSchema = z.object({
    * A Bloom filter per leased partition in front of the dedup-ledger lookup: ids it rules out
    * (new ids, the common case) skip ClickHouse. `off`: every id is looked up (sink/README.md).
    */
-  TALLY_SINK_BLOOM: z.enum(["on", "off"]).default("on"),
+  TALLY_SINK_BLOOM: z.enum(["on", "off"]).default("off"),
   TALLY_SINK_METRICS_PORT: int(9464, 0).pipe(z.number().max(65535)),
   TALLY_SINK_METRICS_HOST: z.string().default("127.0.0.1"),
 
