@@ -27,7 +27,7 @@
  *    equal to run A's.
  * 5. Prints a table and, as the last stdout line, one JSON object. Progress goes to stderr.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -47,7 +47,7 @@ import {
   type ClickHouseClient,
 } from "../src/clickhouse/index.js";
 import { startClickHouse, startNats, type ServerProcess } from "../src/dev/servers.js";
-import { intArg, keepDataArg } from "./lib/args.js";
+import { benchDataDir, intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup, spawnChild, type Child } from "./lib/children.js";
 import { cpuSeconds, round } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table } from "./lib/report.js";
@@ -441,10 +441,7 @@ function checkExactlyOnce(
 }
 
 async function run(a: Args, cleanup: Cleanup): Promise<void> {
-  const dataDir = a.keepData ?? mkdtempSync(join(os.tmpdir(), "tally-bench-close-"));
-  if (a.keepData !== null && !existsSync(dataDir)) mkdirSync(dataDir, { recursive: true });
-  if (a.keepData === null)
-    cleanup.add("remove data dir", () => Promise.resolve(rmSync(dataDir, { recursive: true, force: true })));
+  const { dir: dataDir } = benchDataDir(a.keepData, "close", cleanup);
   const chServer = await startClickHouse({ dataDir });
   cleanup.add("stop clickhouse-server", () => chServer.stop(30_000));
   const ch = createClickHouse(

@@ -27,9 +27,7 @@
  * 6. Prints a table and, as the last stdout line, one JSON object. Progress goes to stderr.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { uuidv7 } from "uuidv7";
@@ -44,7 +42,7 @@ import { startClickHouse, type ServerProcess } from "../src/dev/servers.js";
 import { createLogger } from "../src/observability/index.js";
 import { BloomFilter } from "../src/sink/bloom.js";
 import { LedgerFilter, lookupLedger } from "../src/sink/ledger-filter.js";
-import { intArg, keepDataArg } from "./lib/args.js";
+import { benchDataDir, intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup } from "./lib/children.js";
 import { cpuSeconds, machineCoresBusy, memoryMiB, round } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table } from "./lib/report.js";
@@ -192,15 +190,8 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
   const busyBefore = await machineCoresBusy(2000);
   if (busyBefore > 0.2) progress(`WARNING: the machine is already busy (${busyBefore} cores used by others)`);
 
-  let dataDir: string;
-  if (a.keepData !== null) {
-    mkdirSync(a.keepData, { recursive: true });
-    dataDir = a.keepData;
-    progress(`data dir (kept): ${dataDir}${existsSync(join(dataDir, "clickhouse")) ? " (exists)" : ""}`);
-  } else {
-    dataDir = mkdtempSync(join(os.tmpdir(), "tally-bench-ledger-"));
-    cleanup.add("remove temp dir", () => Promise.resolve(rmSync(dataDir, { recursive: true, force: true })));
-  }
+  const { dir: dataDir, existed } = benchDataDir(a.keepData, "ledger", cleanup);
+  if (a.keepData !== null) progress(`data dir (kept): ${dataDir}${existed ? " (exists)" : ""}`);
   progress("starting clickhouse-server");
   const server: ServerProcess = await startClickHouse({ dataDir });
   cleanup.add("stop clickhouse-server", () => server.stop(30_000));

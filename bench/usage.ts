@@ -35,9 +35,7 @@
  * The watermark is a stub (`Date.now()`): no NATS; what is measured is the ClickHouse path.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DateTime } from "luxon";
@@ -59,7 +57,7 @@ import {
   type UsageRequest,
   type UsageResult,
 } from "../src/usage/index.js";
-import { intArg, keepDataArg } from "./lib/args.js";
+import { benchDataDir, intArg, keepDataArg } from "./lib/args.js";
 import { Cleanup } from "./lib/children.js";
 import { CpuMeter, machineCoresBusy, round } from "./lib/proc.js";
 import { fmt, machineBase, progressLog, table as alignedTable } from "./lib/report.js";
@@ -601,15 +599,8 @@ async function run(a: Args, cleanup: Cleanup): Promise<void> {
     progress(`WARNING: the machine is already busy (${busyBefore} cores used by other processes)`);
   }
 
-  let dataDir: string;
-  if (a.keepData !== null) {
-    mkdirSync(a.keepData, { recursive: true });
-    dataDir = a.keepData;
-    progress(`data dir (kept): ${dataDir}${existsSync(join(dataDir, "clickhouse")) ? " (exists)" : ""}`);
-  } else {
-    dataDir = mkdtempSync(join(os.tmpdir(), "tally-bench-usage-"));
-    cleanup.add("remove temp dir", () => Promise.resolve(rmSync(dataDir, { recursive: true, force: true })));
-  }
+  const { dir: dataDir, existed } = benchDataDir(a.keepData, "usage", cleanup);
+  if (a.keepData !== null) progress(`data dir (kept): ${dataDir}${existed ? " (exists)" : ""}`);
 
   progress("starting clickhouse-server");
   const server: ServerProcess = await startClickHouse({ dataDir });
